@@ -1,0 +1,496 @@
+"""Sealed re-check of an autograded notebook.
+
+Student code (answer, setup and student-added cells) runs in a separate WORKER process; each test
+cell runs here, in a fresh namespace whose student-facing names are proxies
+(:mod:`grading.sealed.proxy`). Only plain data crosses the process boundary, so nothing the student
+does (patching numpy or builtins, lying ``__eq__``, frame inspection, custom exception handlers)
+can influence how the test's assertions are evaluated.
+
+Time is bounded everywhere: every read from the worker waits on ``poll`` with a deadline, each
+test cell gets ``cell_timeout`` seconds for its requests, each (re)start of the worker including
+replaying student cells gets ``startup_timeout``. A student cell that hangs or kills the worker
+is skipped from then on (as if it had raised), so the number of restarts is bounded too.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import fcntl
+import logging
+import os
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from grading.notebook import cell_source, execution_plan, student_code_cells, test_cells, test_grade_id
+from grading.sealed import protocol
+from grading.sealed.protocol import SealedFailure, WorkerCrashed, WorkerProtocolError, WorkerTimeout
+from grading.sealed.proxy import RemoteObject, StudentGlobal, handle_of, session_of
+from grading.sealed.worker import BOOTSTRAP
+
+log = logging.getLogger(__name__)
+
+MESSAGE_CHARS = 2000
+PIPE_BYTES = 1 << 20
+POLL_SLICE = 0.2
+GRADING_ROOT = Path(__file__).resolve().parents[2]  # directory that contains the grading package
+THREAD_ENV_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Outcome of one test cell in the sealed re-check."""
+
+    grade_id: str
+    passed: bool
+    message: str  # "" when passed, else one line such as "AssertionError: expected ..."
+    seconds: float  # wall-clock time of the test cell (excluding replay of student cells)
+
+
+class WorkerStartError(Exception):
+    """The worker could not be started (bad interpreter, sandbox or import failure)."""
+
+
+# ----------------------------------------------------------------------------------- low level
+def worker_command(prefix: Sequence[str], python: str, read_fd: int, write_fd: int) -> list[str]:
+    """The argv that starts a worker (see :mod:`grading.sealed.worker` for what it needs)."""
+    return [*prefix, python, "-I", "-c", BOOTSTRAP, str(GRADING_ROOT), str(read_fd), str(write_fd)]
+
+
+def worker_env(workdir: Path) -> dict[str, str]:
+    """Minimal environment for the worker: nothing secret from the caller is passed on."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(workdir),
+        "TMPDIR": str(workdir),
+        "LANG": "C.UTF-8",
+        "MPLBACKEND": "Agg",
+        "MPLCONFIGDIR": str(workdir / ".matplotlib"),
+        "IPYTHONDIR": str(workdir / ".ipython"),
+    }
+    env.update({k: os.environ[k] for k in THREAD_ENV_VARS if k in os.environ})
+    return env
+
+
+def _enlarge_pipe(fd: int) -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+
+
+def _exit_description(returncode: int | None) -> str:
+    if returncode is None:
+        return "still running"
+    if returncode < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-returncode).name}"
+        return f"killed by signal {-returncode}"
+    return f"exit status {returncode}"
+
+
+class WorkerSession:
+    """One worker process plus the request/response channel to it."""
+
+    def __init__(self, prefix: Sequence[str], python: str, workdir: Path):
+        self.prefix = list(prefix)
+        self.python = python
+        self.workdir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.wfd = -1
+        self.rfd = -1
+        self.epoch = 0
+        self.deadline = 0.0
+        self.budget = 0.0
+        self.failure: SealedFailure | None = None
+        self._stderr: Any = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self, timeout: float) -> None:
+        """Spawn the worker and wait (at most ``timeout`` s) for its ready message."""
+        c2w_r, c2w_w = os.pipe()
+        w2c_r, w2c_w = os.pipe()
+        for fd in (c2w_r, c2w_w, w2c_r, w2c_w):
+            _enlarge_pipe(fd)
+        self._stderr = tempfile.TemporaryFile()
+        try:
+            self.proc = subprocess.Popen(
+                worker_command(self.prefix, self.python, c2w_r, w2c_w),
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._stderr,
+                pass_fds=(c2w_r, w2c_w), cwd=self.workdir, env=worker_env(self.workdir),
+                start_new_session=True)
+        except OSError as exc:
+            for fd in (c2w_r, c2w_w, w2c_r, w2c_w):
+                os.close(fd)
+            self._stderr.close()
+            self._stderr = None
+            raise WorkerStartError(f"cannot spawn the worker: {exc}") from None
+        os.close(c2w_r)
+        os.close(w2c_w)
+        self.wfd, self.rfd = c2w_w, w2c_r
+        os.set_blocking(self.wfd, False)
+        os.set_blocking(self.rfd, False)
+        self.set_budget(timeout)
+        try:
+            hello, _ = self._read_frame()
+        except SealedFailure as exc:
+            reason = str(exc)
+            if isinstance(exc, WorkerCrashed):
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.proc.wait(timeout=0.5)
+                reason = f"it exited, {_exit_description(self.proc.returncode)}"
+            excerpt = self._stderr_excerpt()
+            self.kill()
+            raise WorkerStartError(f"the worker did not start ({reason}){excerpt}") from None
+        if hello.get("ok") != "ready":
+            self.kill()
+            raise WorkerStartError("the worker sent an unexpected greeting")
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None and self.failure is None
+
+    def kill(self) -> None:
+        """Kill the worker's whole process group and release the channel."""
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=5)
+        for fd in (self.wfd, self.rfd):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self.wfd = self.rfd = -1
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
+
+    def close(self) -> None:
+        """Ask the worker to exit (end of file on its channel), then make sure it is gone."""
+        if self.wfd >= 0:
+            os.close(self.wfd)
+            self.wfd = -1
+        if self.proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=1)
+        self.kill()
+
+    def _stderr_excerpt(self) -> str:
+        if self._stderr is None:
+            return ""
+        with contextlib.suppress(OSError):
+            self._stderr.seek(0)
+            text = self._stderr.read(4000).decode("utf-8", "replace").strip()
+            if text:
+                return ": " + " | ".join(line for line in text.splitlines()[-5:])
+        return ""
+
+    # -- time budget ----------------------------------------------------------------------
+    def set_budget(self, seconds: float) -> None:
+        """Allow ``seconds`` from now for all following requests (until the next call)."""
+        self.budget = seconds
+        self.deadline = time.monotonic() + seconds
+
+    def begin_cell(self, seconds: float) -> None:
+        """Start a test cell: fresh time budget, no failure recorded."""
+        self.failure = None
+        self.set_budget(seconds)
+
+    def end_cell(self) -> None:
+        """Forget every handle created during the cell; proxies from it become stale."""
+        self.epoch += 1
+        self.set_budget(max(self.budget, 5.0))
+        self.request("release", {"all": True})
+
+    # -- channel --------------------------------------------------------------------------
+    def _fail(self, failure: SealedFailure) -> SealedFailure:
+        """Record a worker failure, kill the worker and return the exception to raise."""
+        self.failure = failure
+        returncode = None
+        if self.proc is not None and isinstance(failure, WorkerCrashed):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                returncode = self.proc.wait(timeout=0.5)
+        self.kill()
+        if returncode is not None:
+            failure.args = (f"{failure.args[0]} ({_exit_description(returncode)})",)
+        return failure
+
+    def _timeout(self) -> WorkerTimeout:
+        return WorkerTimeout(f"the code under test timed out after {self.budget:g} s")
+
+    def _crashed(self) -> WorkerCrashed:
+        return WorkerCrashed("the code under test crashed the process")
+
+    def _wait(self, fd: int, event: int) -> None:
+        """Wait until ``fd`` is ready for ``event``, the worker dies, or the deadline passes."""
+        poller = select.poll()
+        poller.register(fd, event | select.POLLERR | select.POLLHUP)
+        while True:
+            remaining = self.deadline - time.monotonic()
+            if remaining <= 0:
+                raise self._timeout()
+            if poller.poll(min(remaining, POLL_SLICE) * 1000):
+                return
+            if self.proc is None or self.proc.poll() is not None:
+                raise self._crashed()
+
+    def _write(self, chunks: list[bytes]) -> None:
+        for chunk in chunks:
+            view = memoryview(chunk)
+            while view:
+                self._wait(self.wfd, select.POLLOUT)
+                try:
+                    written = os.write(self.wfd, view)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    raise self._crashed() from None
+                view = view[written:]
+
+    def _read_into(self, view: memoryview) -> None:
+        pos = 0
+        while pos < len(view):
+            self._wait(self.rfd, select.POLLIN)
+            try:
+                got = os.readv(self.rfd, [view[pos:]])
+            except BlockingIOError:
+                continue
+            except OSError:
+                raise self._crashed() from None
+            if got == 0:
+                raise self._crashed()
+            pos += got
+
+    def _read_frame(self) -> tuple[dict[str, Any], list[memoryview]]:
+        prefix = bytearray(8)
+        self._read_into(memoryview(prefix))
+        size = protocol.frame_length(bytes(prefix))
+        if size > protocol.MAX_FRAME_BYTES:
+            raise WorkerProtocolError(
+                f"the code under test returned more than {protocol.MAX_FRAME_BYTES >> 20} MiB of data")
+        body = bytearray(size)
+        self._read_into(memoryview(body))
+        try:
+            return protocol.unpack_body(body)
+        except protocol.ProtocolError as exc:
+            raise WorkerProtocolError(f"malformed reply from the worker: {exc}") from None
+
+    # -- values ---------------------------------------------------------------------------
+    def _remote(self, ident: int, type_name: str) -> RemoteObject:
+        return RemoteObject(self, ident, type_name, self.epoch)
+
+    def _encode_other(self, obj: Any, encoder: protocol.Encoder) -> dict[str, Any]:
+        if isinstance(obj, RemoteObject):
+            if session_of(obj) is not self:
+                raise RuntimeError(f"{obj!r} comes from an earlier worker process")
+            return {"t": "h", "id": handle_of(obj), "type": ""}
+        if isinstance(obj, np.ndarray) and obj.dtype.kind in protocol.ARRAY_KINDS:
+            return encoder.encode(np.array(obj, copy=True).view(np.ndarray))
+        raise TypeError(f"cannot pass a {type(obj).__name__} to student code in sealed mode "
+                        "(use plain data, numpy arrays or student objects)")
+
+    def request(self, op: str, fields: dict[str, Any] | None = None,
+                values: dict[str, Any] | None = None) -> Any:
+        """Send one operation and return its decoded result.
+
+        ``fields`` are JSON-ready (handles, names); ``values`` are encoded with the protocol's
+        value encoding. Student exceptions are re-raised as mapped builtins or
+        :class:`~grading.sealed.protocol.StudentError`; worker failures raise
+        :class:`~grading.sealed.protocol.SealedFailure` subclasses and kill the worker.
+        """
+        if self.failure is not None:
+            raise type(self.failure)(*self.failure.args)
+        if self.proc is None or self.wfd < 0:
+            raise self._fail(self._crashed())
+        header: dict[str, Any] = {"op": op, **(fields or {})}
+        encoder = protocol.Encoder(lambda obj: self._encode_other(obj, encoder))
+        for key, value in (values or {}).items():
+            header[key] = encoder.encode(value)
+        frame = protocol.pack_frame(header, encoder.blobs)
+        try:
+            self._write(frame)
+            reply, blobs = self._read_frame()
+        except SealedFailure as failure:
+            raise self._fail(failure) from None
+        try:
+            if "error" in reply:
+                error = protocol.exception_from_wire(reply["error"])
+            else:
+                return protocol.Decoder(blobs, self._remote).decode(reply.get("ok"))
+        except protocol.ProtocolError as exc:
+            raise self._fail(WorkerProtocolError(f"malformed reply from the worker: {exc}")) from None
+        raise error
+
+
+# --------------------------------------------------------------------------------- formatting
+def _error_line(exc: BaseException, source: str, filename: str) -> str:
+    """One-line description of why a test cell failed."""
+    name = type(exc).__name__
+    text = protocol.safe_text(exc, 4 * MESSAGE_CHARS)
+    message = " | ".join(line.strip() for line in text.splitlines() if line.strip())
+    if not message:
+        lineno = None
+        tb: TracebackType | None = exc.__traceback__
+        while tb is not None:
+            if tb.tb_frame.f_code.co_filename == filename:
+                lineno = tb.tb_lineno
+            tb = tb.tb_next
+        lines = source.splitlines()
+        if lineno is not None and 0 < lineno <= len(lines):
+            message = f"line {lineno}: {lines[lineno - 1].strip()}"
+    return (f"{name}: {message}" if message else name)[:MESSAGE_CHARS]
+
+
+# ---------------------------------------------------------------------------------- the runner
+@contextlib.contextmanager
+def _scratch_dir(workdir: str | None) -> Iterator[Path]:
+    if workdir is not None:
+        path = Path(workdir)
+        path.mkdir(parents=True, exist_ok=True)
+        yield path
+    else:
+        with tempfile.TemporaryDirectory(prefix="sealed-") as tmp:
+            yield Path(tmp)
+
+
+class _Runner:
+    """Walks the notebook: replays student cells in the worker, runs test cells here."""
+
+    def __init__(self, nb: Mapping[str, Any], student_names: Sequence[str], setup_grade_ids: Sequence[str],
+                 worker_prefix: Sequence[str], cell_timeout: float, startup_timeout: float,
+                 python: str, workdir: Path):
+        self.nb = nb
+        self.student_names = list(student_names)
+        self.setup_grade_ids = tuple(setup_grade_ids)
+        self.worker_prefix = list(worker_prefix)
+        self.cell_timeout = cell_timeout
+        self.startup_timeout = startup_timeout
+        self.python = python
+        self.workdir = workdir
+        self.sources = {i: cell_source(c) for i, c in student_code_cells(nb, self.setup_grade_ids)}
+        self.session: WorkerSession | None = None
+        self.executed: set[int] = set()
+        self.skipped: set[int] = set()
+
+    def run(self) -> dict[str, Verdict]:
+        tests = {i: (test_grade_id(i, c), cell_source(c)) for i, c in test_cells(self.nb)}
+        verdicts: dict[str, Verdict] = {}
+        fatal: str | None = None
+        try:
+            for test_index, needed in execution_plan(self.nb, self.setup_grade_ids):
+                grade_id, source = tests[test_index]
+                if fatal is None:
+                    try:
+                        self._prepare(needed)
+                    except WorkerStartError as exc:
+                        fatal = f"not run: the sealed worker could not be started: {exc}"
+                if fatal is not None:
+                    verdicts[grade_id] = Verdict(grade_id, False, fatal[:MESSAGE_CHARS], 0.0)
+                    continue
+                verdicts[grade_id] = self._run_test(grade_id, source)
+        finally:
+            if self.session is not None:
+                self.session.close()
+                self.session = None
+        return verdicts
+
+    def _start(self) -> WorkerSession:
+        session = WorkerSession(self.worker_prefix, self.python, self.workdir)
+        session.start(self.startup_timeout)
+        self.executed = set()
+        return session
+
+    def _prepare(self, needed: Sequence[int]) -> None:
+        """Make sure the worker is alive and has run every cell in ``needed`` (minus skipped ones)."""
+        while True:
+            if self.session is None or not self.session.alive():
+                if self.session is not None:
+                    self.session.kill()
+                self.session = None
+                self.session = self._start()
+            else:
+                self.session.set_budget(self.startup_timeout)
+            pending = [i for i in needed if i not in self.executed and i not in self.skipped]
+            if self._execute(pending):
+                return
+
+    def _execute(self, pending: Sequence[int]) -> bool:
+        """Run student cells one by one; on a worker failure skip that cell and return False."""
+        assert self.session is not None
+        for index in pending:
+            try:
+                self.session.request("exec_cells", None, {"sources": [self.sources[index]]})
+            except SealedFailure as failure:
+                log.warning("student cell %d skipped in the sealed re-check: %s", index, failure)
+                self.skipped.add(index)
+                self.session.kill()
+                self.session = None
+                return False
+            except Exception as exc:  # an error reply: the cell still counts as executed
+                log.warning("student cell %d: %s", index, protocol.safe_text(exc))
+            self.executed.add(index)
+        return True
+
+    def _run_test(self, grade_id: str, source: str) -> Verdict:
+        session = self.session
+        assert session is not None
+        filename = f"<sealed test {grade_id}>"
+        namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
+        namespace.update({name: StudentGlobal(session, name) for name in self.student_names})
+        session.begin_cell(self.cell_timeout)
+        error: BaseException | None = None
+        start = time.perf_counter()
+        try:
+            with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), \
+                    contextlib.redirect_stderr(sink):
+                exec(compile(source, filename, "exec"), namespace)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - any exception fails the test
+            error = exc
+        seconds = time.perf_counter() - start
+        namespace.clear()
+        if session.failure is not None:
+            error = session.failure  # even if the test code swallowed it
+        else:
+            with contextlib.suppress(SealedFailure):
+                session.end_cell()
+        if session.failure is not None:
+            session.kill()
+            self.session = None
+        if error is None:
+            return Verdict(grade_id, True, "", seconds)
+        return Verdict(grade_id, False, _error_line(error, source, filename), seconds)
+
+
+def run_sealed(nb: Mapping[str, Any], *, student_names: Sequence[str],
+               setup_grade_ids: Sequence[str] = ("imports",), worker_prefix: Sequence[str] = (),
+               cell_timeout: float = 30.0, startup_timeout: float = 60.0,
+               python: str = sys.executable, workdir: str | None = None) -> dict[str, Verdict]:
+    """Re-check an autograded notebook with student code sealed in a worker process.
+
+    ``nb`` is the notebook as restored by nbgrader (test cells hold the instructor's code). Student
+    code cells (answer, setup, student-added) run in the worker, in notebook order, before the test
+    cells that follow them; each test cell runs in this process in a fresh namespace where only
+    ``student_names`` are bound, to proxies. A test passes iff its code completes without raising.
+
+    ``worker_prefix`` is prepended to the worker's command line (e.g. a ``bwrap``/``prlimit``
+    wrapper; it must keep inherited file descriptors open). ``cell_timeout`` bounds the requests of
+    one test cell, ``startup_timeout`` each (re)start of the worker including replay of student
+    cells. ``workdir`` is the worker's scratch working directory (a temporary one if ``None``).
+
+    Returns one :class:`Verdict` per test cell, keyed by ``grade_id``.
+    """
+    with _scratch_dir(workdir) as scratch:
+        runner = _Runner(nb, student_names, setup_grade_ids, worker_prefix, cell_timeout,
+                         startup_timeout, python, scratch)
+        return runner.run()

@@ -1,0 +1,137 @@
+"""Checker-side stand-ins for objects that live in the worker process.
+
+A :class:`RemoteObject` forwards exactly three things to the worker: attribute reads, attribute
+writes and calls. Results that are plain data come back as local copies; everything else comes
+back as another :class:`RemoteObject`. Nothing else is forwarded: a proxy has no ``__eq__``,
+``__len__``, ``__iter__``, ``__array__`` or arithmetic, and ``bool(proxy)`` raises, so a student
+object used where a number, array or boolean is expected fails with ``TypeError`` instead of
+comparing equal. Dunder attributes are never fetched from the worker (numpy would otherwise read
+``__array_interface__`` from it and trust a raw pointer).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+#: Dunder names that may be read from the worker (plain strings, never interpreted by Python).
+SAFE_DUNDERS = frozenset({"__name__", "__qualname__"})
+
+
+class Session(Protocol):
+    """What a proxy needs from the checker's connection to the worker."""
+
+    epoch: int
+
+    def request(self, op: str, fields: dict[str, Any] | None = None,
+                values: dict[str, Any] | None = None) -> Any: ...
+
+
+class RemoteObject:
+    """Proxy for an object held in the worker's handle registry."""
+
+    __slots__ = ("_sealed_session", "_sealed_handle", "_sealed_type", "_sealed_epoch")
+
+    def __init__(self, session: Session, handle: int | None, type_name: str, epoch: int):
+        object.__setattr__(self, "_sealed_session", session)
+        object.__setattr__(self, "_sealed_handle", handle)
+        object.__setattr__(self, "_sealed_type", type_name)
+        object.__setattr__(self, "_sealed_epoch", epoch)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_sealed_") or (
+                name.startswith("__") and name.endswith("__") and name not in SAFE_DUNDERS):
+            raise AttributeError(name)
+        return session_of(self).request("getattr", {"h": handle_of(self), "name": name})
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name.startswith("__") and name.endswith("__"):
+            raise AttributeError(f"cannot set {name} on a student object in sealed mode")
+        session_of(self).request("setattr", {"h": handle_of(self), "name": name}, {"value": value})
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"cannot delete {name} of a student object in sealed mode")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return session_of(self).request("call", {"h": handle_of(self)}, {"args": args, "kwargs": kwargs})
+
+    def __repr__(self) -> str:
+        return f"<student {object.__getattribute__(self, '_sealed_type')} object>"
+
+    def __bool__(self) -> bool:
+        raise TypeError(f"{self!r} cannot be used as a truth value in sealed mode")
+
+    def __eq__(self, other: object) -> bool:
+        raise TypeError(f"{self!r} cannot be compared in sealed mode; compare its data instead")
+
+    def __ne__(self, other: object) -> bool:
+        raise TypeError(f"{self!r} cannot be compared in sealed mode; compare its data instead")
+
+    __hash__ = object.__hash__
+
+
+class StudentGlobal(RemoteObject):
+    """Proxy for a top-level name of the student's namespace, resolved in the worker at first use.
+
+    Using it when the student did not define the name raises ``NameError``.
+    """
+
+    __slots__ = ("_sealed_name",)
+
+    def __init__(self, session: Session, name: str):
+        super().__init__(session, None, name, -1)
+        object.__setattr__(self, "_sealed_name", name)
+
+    def __repr__(self) -> str:
+        return f"<student {object.__getattribute__(self, '_sealed_name')}>"
+
+
+def session_of(obj: RemoteObject) -> Session:
+    """The worker session a proxy belongs to."""
+    return object.__getattribute__(obj, "_sealed_session")
+
+
+def handle_of(obj: RemoteObject) -> int:
+    """The worker-side handle of a proxy, resolving a :class:`StudentGlobal` if needed.
+
+    Raises ``RuntimeError`` for a proxy from an earlier test cell or an earlier worker process.
+    """
+    session = session_of(obj)
+    handle = object.__getattribute__(obj, "_sealed_handle")
+    epoch = object.__getattribute__(obj, "_sealed_epoch")
+    if isinstance(obj, StudentGlobal) and (handle is None or epoch != session.epoch):
+        name = object.__getattribute__(obj, "_sealed_name")
+        resolved = session.request("getglobal", {"name": name})
+        if not isinstance(resolved, RemoteObject):
+            raise RuntimeError(f"worker did not return a handle for {name}")
+        handle = object.__getattribute__(resolved, "_sealed_handle")
+        object.__setattr__(obj, "_sealed_handle", handle)
+        object.__setattr__(obj, "_sealed_type", object.__getattribute__(resolved, "_sealed_type"))
+        object.__setattr__(obj, "_sealed_epoch", session.epoch)
+        return handle
+    if epoch != session.epoch or handle is None:
+        raise RuntimeError(f"{obj!r} comes from an earlier test cell or worker process")
+    return handle
+
+
+def stage_args(fn: RemoteObject, args_list: Sequence[tuple[Any, ...]]) -> RemoteObject:
+    """Send benchmark arguments to the worker once (untimed); returns a proxy for them there."""
+    return session_of(fn).request("stage", None, {"args_list": list(args_list)})
+
+
+def bench_remote(fn: RemoteObject, staged: RemoteObject) -> tuple[float, list[Any]]:
+    """Time one ``bench`` request (calls ``fn`` on every staged argument tuple in the worker).
+
+    Returns the wall-clock seconds of the round trip as measured here and the checksums of the
+    results (fetched by a second, untimed request). The checksums are untrusted data.
+    """
+    session = session_of(fn)
+    fields = {"h": handle_of(fn), "staged": handle_of(staged)}
+    start = time.perf_counter()
+    session.request("bench", fields)
+    seconds = time.perf_counter() - start
+    checksums = session.request("checksums")
+    if type(checksums) is not list:
+        checksums = []
+    return seconds, checksums

@@ -1,0 +1,519 @@
+"""Tests of the sealed re-check (grading.sealed), the wire protocol, cell roles and timing helpers."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+
+import nbformat.v4 as v4
+import numpy as np
+import pytest
+
+from grading import notebook
+from grading.sealed import StudentError, Verdict, run_sealed
+from grading.sealed import protocol
+from grading.sealed.checker import WorkerSession
+from grading.timing import speed_ratio
+
+NAMES = ["f", "g", "Embedding", "forward", "lookup"]
+
+
+# --------------------------------------------------------------------------------- helpers
+def meta(kind: str, grade_id: str) -> dict:
+    """nbgrader metadata for a cell of the given kind (test, answer, imports, readonly, student)."""
+    if kind == "student":
+        return {}
+    flags = {
+        "test": {"grade": True, "solution": False, "points": 1, "locked": True},
+        "answer": {"grade": False, "solution": True, "locked": False},
+        "imports": {"grade": False, "solution": False, "locked": True},
+        "readonly": {"grade": False, "solution": False, "locked": True},
+    }[kind]
+    return {"nbgrader": {**flags, "grade_id": grade_id, "schema_version": 3}}
+
+
+def make_nb(*cells: tuple[str, str]):
+    """Notebook from (kind, source) pairs; test cells get grade ids t1, t2, ... in order."""
+    out, tests, answers = [], 0, 0
+    for kind, source in cells:
+        if kind == "test":
+            tests += 1
+            grade_id = f"t{tests}"
+        elif kind == "answer":
+            answers += 1
+            grade_id = f"a{answers}"
+        else:
+            grade_id = "imports" if kind == "imports" else f"{kind}-{len(out)}"
+        out.append(v4.new_code_cell(source, metadata=meta(kind, grade_id)))
+    return v4.new_notebook(cells=out)
+
+
+def sealed(*cells: tuple[str, str], **kwargs) -> dict[str, Verdict]:
+    kwargs.setdefault("cell_timeout", 10.0)
+    kwargs.setdefault("startup_timeout", 20.0)
+    return run_sealed(make_nb(*cells), student_names=NAMES, **kwargs)
+
+
+def outcome(verdicts: dict[str, Verdict]) -> dict[str, bool]:
+    return {gid: v.passed for gid, v in verdicts.items()}
+
+
+IMPORTS = ("imports", "import numpy as np")
+
+
+# ------------------------------------------------------------------------------ basic flow
+def test_correct_code_passes():
+    """Does a correct implementation pass every test cell, with an empty message?"""
+    verdicts = sealed(
+        IMPORTS,
+        ("answer", "def f(x):\n    return np.asarray(x, dtype=float) * 2"),
+        ("test", "import numpy as np\nnp.testing.assert_allclose(f([1, 2]), [2.0, 4.0])"),
+        ("test", "import numpy as np\nout = f(np.ones((2, 3)))\nassert out.shape == (2, 3) and out.dtype == np.float64"),
+    )
+    assert outcome(verdicts) == {"t1": True, "t2": True}
+    assert all(v.message == "" and v.seconds >= 0 for v in verdicts.values())
+
+
+def test_wrong_code_fails_with_assertion_message():
+    """Does a wrong answer fail with the test's own assertion message on one line?"""
+    verdicts = sealed(
+        IMPORTS,
+        ("answer", "def f(x):\n    return np.zeros((5, 2, 16))"),
+        ("test", "out = f(None)\nassert out.shape == (2, 5, 16), f'expected shape (2, 5, 16), got {out.shape}'"),
+        ("test", "assert f(None).sum() == 1"),
+    )
+    assert verdicts["t1"] == Verdict("t1", False, "AssertionError: expected shape (2, 5, 16), got (5, 2, 16)",
+                                     verdicts["t1"].seconds)
+    assert verdicts["t2"].message == "AssertionError: line 1: assert f(None).sum() == 1"
+
+
+def test_student_cells_run_in_order_before_each_test():
+    """Are student cells replayed in notebook order, only those preceding each test, and is a
+    student-added cell without metadata executed while read-only demo cells are skipped?"""
+    verdicts = sealed(
+        IMPORTS,
+        ("answer", "def f():\n    return 1"),
+        ("test", "assert f() == 1\ntry:\n    g()\nexcept NameError:\n    pass\nelse:\n    raise AssertionError('g too early')"),
+        ("readonly", "def f():\n    return 'demo cell must not run'"),
+        ("student", "def g():\n    return f() + 1"),
+        ("answer", "raise ValueError('a failing cell does not stop the notebook')"),
+        ("test", "assert g() == 2"),
+    )
+    assert outcome(verdicts) == {"t1": True, "t2": True}
+
+
+def test_unknown_student_name_raises_name_error():
+    """Does using a contract name the student never defined fail with NameError at use?"""
+    verdicts = sealed(IMPORTS, ("test", "x = 1\nf(x)"))
+    assert verdicts["t1"].message == "NameError: name 'f' is not defined"
+
+
+# ---------------------------------------------------------------------------- cheating
+def test_ndarray_subclass_with_lying_eq_and_shape_fails():
+    """Does an ndarray subclass whose __eq__ is always True and whose shape lies still fail,
+    because the checker only ever sees a handle for it?"""
+    cheat = (
+        "class Liar(np.ndarray):\n"
+        "    def __eq__(self, other):\n        return True\n"
+        "    __ne__ = lambda self, other: False\n"
+        "    @property\n    def shape(self):\n        return (2, 5, 16)\n"
+        "def f():\n    return np.zeros(3).view(Liar)\n"
+    )
+    verdicts = sealed(
+        IMPORTS, ("answer", cheat),
+        ("test", "import numpy as np\nexpected = np.ones((2, 5, 16))\nout = f()\n"
+                 "assert out.shape == (2, 5, 16)\nassert np.allclose(out, expected)"),
+        ("test", "import numpy as np\nassert (f() == np.ones(3)).all()"),
+        ("test", "assert f() == 1"),
+        ("test", "import numpy as np\nnp.testing.assert_array_equal(f(), np.ones(3))"),
+    )
+    assert not any(outcome(verdicts).values()), verdicts
+
+
+def test_patching_numpy_and_builtins_in_worker_does_not_help():
+    """Do patches of np.allclose, builtins.isinstance, numpy.testing and IPython's exception
+    handler in student cells leave the checker's verdict on a wrong answer unchanged?"""
+    patches = (
+        "import builtins, sys\n"
+        "np.allclose = lambda *a, **k: True\n"
+        "builtins.isinstance = lambda *a: True\n"
+        "sys.modules['numpy'].testing.assert_allclose = lambda *a, **k: None\n"
+        "np.testing.assert_array_equal = lambda *a, **k: None\n"
+        "get_ipython().set_custom_exc((BaseException,), lambda *a, **k: None)\n"
+        "builtins.AssertionError = type('AssertionError', (Exception,), {})\n"
+    )
+    verdicts = sealed(
+        IMPORTS,
+        ("answer", "def f(x):\n    return np.asarray(x) + 1"),
+        ("student", patches),
+        ("test", "import numpy as np\nassert np.allclose(f([1.0]), [1.0])"),
+        ("test", "import numpy as np\nnp.testing.assert_allclose(f([1.0]), [1.0])"),
+        ("test", "import numpy as np\nassert isinstance(f([1.0]), str)"),
+        ("test", "import numpy as np\nnp.testing.assert_allclose(f([1.0]), [2.0])"),
+    )
+    assert outcome(verdicts) == {"t1": False, "t2": False, "t3": False, "t4": True}
+
+
+def test_reading_caller_frames_gains_nothing():
+    """Does a student function that walks its callers' frames find none of the test's locals?"""
+    spy = (
+        "import sys\n"
+        "def f():\n"
+        "    frame = sys._getframe(1)\n"
+        "    while frame is not None:\n"
+        "        if 'expected' in frame.f_locals:\n"
+        "            return frame.f_locals['expected']\n"
+        "        frame = frame.f_back\n"
+        "    return None\n"
+    )
+    verdicts = sealed(IMPORTS, ("answer", spy),
+                      ("test", "import numpy as np\nexpected = np.arange(4.0)\n"
+                               "np.testing.assert_allclose(f(), expected)"))
+    assert not verdicts["t1"].passed
+
+
+def test_remote_objects_fail_loudly_where_data_is_expected():
+    """Does a student object used as a bool, number, sequence or array raise instead of passing,
+    and is __array_interface__ never fetched from the worker?"""
+    student = (
+        "class Sneaky:\n"
+        "    __array_interface__ = {'shape': (4,), 'typestr': '<f8', 'data': (8, False), 'version': 3}\n"
+        "    def __eq__(self, other):\n        return True\n"
+        "    def __bool__(self):\n        return True\n"
+        "    def __len__(self):\n        return 4\n"
+        "    def __float__(self):\n        return 1.0\n"
+        "def f():\n    return Sneaky()\n"
+    )
+    checks = [
+        "assert f()",
+        "assert f() == 1",
+        "assert len(f()) == 4",
+        "assert float(f()) == 1.0",
+        "import numpy as np\nassert np.asarray(f()).dtype == np.float64",
+        "assert list(f())",
+        "assert f() != 2",
+    ]
+    verdicts = sealed(IMPORTS, ("answer", student), *[("test", c) for c in checks])
+    assert not any(outcome(verdicts).values()), verdicts
+    assert all(v.message.startswith(("TypeError", "AssertionError")) for v in verdicts.values()), verdicts
+
+
+# ---------------------------------------------------------------------- crashes and hangs
+def test_os_exit_fails_only_the_current_test():
+    """Does os._exit in a function called by test 2 fail test 2 only, with test 3 still passing
+    after the worker is restarted and the student cells replayed?"""
+    verdicts = sealed(
+        IMPORTS,
+        ("answer", "import os\ndef f(x):\n    if x == 2:\n        os._exit(0)\n    return x"),
+        ("test", "assert f(1) == 1"),
+        ("test", "try:\n    f(2)\nexcept BaseException:\n    pass"),
+        ("test", "assert f(3) == 3"),
+    )
+    assert outcome(verdicts) == {"t1": True, "t2": False, "t3": True}
+    assert "crashed the process" in verdicts["t2"].message
+
+
+def test_infinite_loop_fails_only_that_test_within_timeout():
+    """Does an infinite loop fail only its own test, within cell_timeout, and the run finish?"""
+    start = time.monotonic()
+    verdicts = sealed(
+        IMPORTS,
+        ("answer", "def f(x):\n    while x:\n        pass\n    return 1"),
+        ("test", "assert f(True) == 1"),
+        ("test", "assert f(False) == 1"),
+        cell_timeout=2.0,
+    )
+    assert outcome(verdicts) == {"t1": False, "t2": True}
+    assert verdicts["t1"].message == "WorkerTimeout: the code under test timed out after 2 s"
+    assert time.monotonic() - start < 8
+
+
+def test_hanging_or_crashing_student_cell_is_skipped():
+    """Is a top-level student cell that hangs or kills the worker skipped (as if it raised), so
+    later tests still run with the other definitions?"""
+    verdicts = sealed(
+        IMPORTS,
+        ("answer", "def f():\n    return 1"),
+        ("student", "while True:\n    pass"),
+        ("student", "import os\nos._exit(1)"),
+        ("answer", "def g():\n    return 2"),
+        ("test", "assert f() == 1 and g() == 2"),
+        ("test", "assert g() == 2"),
+        startup_timeout=2.0,
+    )
+    assert outcome(verdicts) == {"t1": True, "t2": True}
+
+
+def test_unstartable_worker_fails_every_test_with_a_reason():
+    """If the worker cannot start, does every test cell still get a failed verdict with a reason?"""
+    verdicts = sealed(IMPORTS, ("test", "pass"), ("test", "pass"), worker_prefix=["/nonexistent/wrapper"])
+    assert set(verdicts) == {"t1", "t2"}
+    assert all(not v.passed and v.message.startswith("not run:") for v in verdicts.values())
+
+
+def test_oversized_reply_fails_that_call_only(monkeypatch):
+    """Is a reply larger than the frame cap treated as a failure of that test only?"""
+    monkeypatch.setattr(protocol, "MAX_FRAME_BYTES", 1 << 20)
+    verdicts = sealed(
+        IMPORTS,
+        ("answer", "def f(n):\n    return np.zeros(n)"),
+        ("test", "f(1_000_000)"),
+        ("test", "assert f(3).shape == (3,)"),
+    )
+    assert outcome(verdicts) == {"t1": False, "t2": True}
+    assert "MiB" in verdicts["t1"].message
+
+
+# ----------------------------------------------------------------------- kernel behaviour
+def test_magics_and_huge_output_do_not_stop_definitions():
+    """Do %%time, %timeit and !shell lines work as in a kernel, and does printing 50 MB not matter?"""
+    verdicts = sealed(
+        IMPORTS,
+        ("answer", "%%time\ndef f(x):\n    return x + 1"),
+        ("student", "%timeit -n1 -r1 f(1)\n!echo hello\nprint('x' * 50_000_000)\ndef g():\n    return 7"),
+        ("test", "assert f(1) == 2 and g() == 7"),
+    )
+    assert outcome(verdicts) == {"t1": True}
+
+
+def test_values_keep_their_types():
+    """Do list vs tuple, dicts, numpy scalar types, dtypes, nan/inf and big ints survive the trip,
+    and are student-defined containers and functions returned as handles?"""
+    student = (
+        "def f(kind):\n"
+        "    return {'list': [1, (2, 3)], 'tuple': (1, [2]), 'f32': np.float32(1.5), 'i8': np.int8(-3),\n"
+        "            'dtype': np.dtype('int8'), 'type': np.float16, 'nan': float('nan'), 'inf': -float('inf'),\n"
+        "            'big': 2 ** 100, 'none': None, 'cplx': 1 + 2j, 'dict': {'a': 1, 2: 'b'},\n"
+        "            'arr': np.arange(6, dtype=np.int16).reshape(2, 3)}[kind]\n"
+        "def g(x):\n    return type(x).__name__, x\n"
+    )
+    test = (
+        "import math\nimport numpy as np\n"
+        "assert f('list') == [1, (2, 3)] and type(f('list')) is list and type(f('list')[1]) is tuple\n"
+        "assert f('tuple') == (1, [2]) and type(f('tuple')) is tuple\n"
+        "assert type(f('f32')) is np.float32 and f('f32') == 1.5\n"
+        "assert type(f('i8')) is np.int8 and f('i8') == -3\n"
+        "assert f('dtype') == np.dtype('int8') and f('type') is np.float16\n"
+        "assert math.isnan(f('nan')) and f('inf') == -math.inf and f('big') == 2 ** 100\n"
+        "assert f('none') is None and f('cplx') == 1 + 2j and f('dict') == {'a': 1, 2: 'b'}\n"
+        "arr = f('arr')\n"
+        "assert type(arr) is np.ndarray and arr.dtype == np.int16 and arr.shape == (2, 3) and arr.flags.writeable\n"
+        "assert g((1, 2)) == ('tuple', (1, 2)) and g([1]) == ('list', [1])\n"
+        "assert g(np.float32(2))[0] == 'float32' and g(np.arange(3))[0] == 'ndarray'\n"
+        "assert repr(f) == '<student f>' and repr(g(g)[1]) == '<student function object>'\n"
+    )
+    verdicts = sealed(IMPORTS, ("answer", student), ("test", test))
+    assert verdicts["t1"].passed, verdicts["t1"].message
+
+
+def test_student_objects_support_attributes_calls_and_arguments():
+    """Can tests construct student objects, read and assign attributes and pass student objects
+    back as arguments, while mutating a fetched array does not touch the worker's copy?"""
+    student = (
+        "class Embedding:\n"
+        "    def __init__(self, n, d):\n        self.weight = np.zeros((n, d))\n"
+        "    def forward(self, ids):\n        return self.weight[ids]\n"
+        "def lookup(emb, ids):\n    return emb.forward(ids).sum()\n"
+    )
+    test = (
+        "import numpy as np\n"
+        "emb = Embedding(4, 2)\n"
+        "assert emb.weight.shape == (4, 2)\n"
+        "emb.weight = np.arange(8.0).reshape(4, 2)\n"
+        "assert lookup(emb, np.array([0, 3])) == 0 + 1 + 6 + 7\n"
+        "w = emb.weight\nw[0] = 100\n"
+        "assert emb.forward([0]).tolist() == [[0.0, 1.0]]\n"
+        "assert hasattr(emb, 'forward') and not hasattr(emb, 'missing')\n"
+    )
+    verdicts = sealed(IMPORTS, ("answer", student), ("test", test))
+    assert verdicts["t1"].passed, verdicts["t1"].message
+
+
+@pytest.mark.parametrize("raise_stmt, expected", [
+    ("raise ValueError('bad ids')", "ValueError: bad ids"),
+    ("raise KeyError('k')", "KeyError: \"'k'\""),
+    ("import numpy as np; raise np.linalg.LinAlgError('singular')", "ValueError: singular"),
+    ("class Mine(IndexError):\n        pass\n    raise Mine('out of range')", "IndexError: out of range"),
+    ("assert False, 'student assert'", "StudentError: student code raised AssertionError: student assert"),
+    ("raise SystemExit(3)", "StudentError: student code raised SystemExit: 3"),
+    ("raise KeyboardInterrupt", "StudentError: student code raised KeyboardInterrupt"),
+    ("return 1 / 0", "ZeroDivisionError: division by zero"),
+])
+def test_exceptions_map_to_allowed_classes(raise_stmt, expected):
+    """Do student exceptions reach the test as the right builtin class (or StudentError)?"""
+    verdicts = sealed(IMPORTS, ("answer", f"def f():\n    {raise_stmt}"), ("test", "f()"))
+    assert verdicts["t1"].message == expected
+
+
+def test_tests_can_expect_student_exceptions():
+    """Can a test check that student code raises ValueError, and is AssertionError from student code
+    not confused with the test's own assertions?"""
+    verdicts = sealed(
+        IMPORTS,
+        ("answer", "def f(x):\n    if x < 0:\n        raise ValueError('negative')\n    assert x < 10\n    return x"),
+        ("test", "try:\n    f(-1)\nexcept ValueError as e:\n    assert 'negative' in str(e)\nelse:\n"
+                 "    raise AssertionError('no error')"),
+        ("test", "from grading.sealed import StudentError\ntry:\n    f(11)\nexcept AssertionError:\n"
+                 "    raise RuntimeError('mapped to AssertionError')\nexcept StudentError:\n    pass"),
+    )
+    assert outcome(verdicts) == {"t1": True, "t2": True}
+
+
+# ------------------------------------------------------------------------------ timing
+FORWARD_CELLS = (
+    IMPORTS,
+    ("answer", "def forward(table, ids):\n    return table[ids]"),
+    ("answer", "def lookup(table, ids):\n    return np.stack([table[i] for i in ids])"),
+    ("answer", "def f(table, ids):\n    return np.zeros((len(ids), table.shape[1]))"),
+)
+TIMING_TEST = (
+    "import numpy as np\nfrom grading.timing import speed_ratio\n"
+    "rng = np.random.default_rng(0)\ntable = rng.standard_normal((50_000, 8))\n"
+    "args = [(table, rng.integers(0, 50_000, 4096)) for _ in range(20)]\n"
+    "ref = lambda t, ids: np.take(t, ids, axis=0)\n"
+)
+
+
+def test_speed_ratio_sealed_vectorised_loop_and_cheat():
+    """In sealed mode, is a vectorised lookup close to the reference, a Python loop much slower,
+    and does returning wrong data quickly raise?"""
+    verdicts = sealed(
+        *FORWARD_CELLS,
+        ("test", TIMING_TEST + "r = speed_ratio(forward, lambda t, ids: t[ids], args)\nassert r < 5, r"),
+        ("test", TIMING_TEST + "r = speed_ratio(lookup, ref, args[:5])\nassert r > 10, r"),
+        ("test", TIMING_TEST + "speed_ratio(f, ref, args)"),
+    )
+    assert verdicts["t1"].passed, verdicts["t1"].message
+    assert verdicts["t2"].passed, verdicts["t2"].message
+    assert verdicts["t3"].message == "AssertionError: results differ from the reference while timing"
+
+
+def test_speed_ratio_in_process():
+    """In a normal kernel, does speed_ratio time plain callables and reject wrong results?"""
+    rng = np.random.default_rng(0)
+    table = rng.standard_normal((1000, 4))
+    args = [(table, rng.integers(0, 1000, 256)) for _ in range(5)]
+    ref = lambda t, ids: np.take(t, ids, axis=0)  # noqa: E731
+    assert speed_ratio(lambda t, ids: t[ids], ref, args) < 20
+    assert speed_ratio(lambda t, ids: np.stack([t[i] for i in ids]), ref, args, repeats=1) > 5
+    with pytest.raises(AssertionError, match="results differ"):
+        speed_ratio(lambda t, ids: t[ids] + 1e-3, ref, args)
+
+
+# ----------------------------------------------------------------------------- protocol
+def roundtrip(value):
+    encoder = protocol.Encoder(lambda obj: {"t": "h", "id": 7, "type": type(obj).__name__})
+    header = {"v": encoder.encode(value)}
+    chunks = protocol.pack_frame(header, encoder.blobs)
+    body = b"".join(chunks)[8:]
+    decoded_header, blobs = protocol.unpack_body(body)
+    return protocol.Decoder(blobs, lambda ident, name: ("handle", ident, name)).decode(decoded_header["v"])
+
+
+def test_protocol_roundtrip_preserves_exact_types():
+    """Does the value encoding keep list/tuple/set, numpy scalar types and dtypes, and turn every
+    non-plain leaf (ndarray subclass, int subclass, function) into a handle?"""
+    value = [(1, 2.5, "s", None, True), {"k": [np.float16(1), np.uint64(3)]}, {1, 2}, frozenset("a"),
+             np.dtype(">i4"), np.longlong, float, np.ma.masked_array([1]), np.bool_(True), print]
+    out = roundtrip(value)
+    assert type(out[0]) is tuple and out[0] == (1, 2.5, "s", None, True)
+    assert type(out[1]["k"][0]) is np.float16 and type(out[1]["k"][1]) is np.uint64
+    assert out[2] == {1, 2} and type(out[3]) is frozenset
+    assert out[4] == np.dtype(">i4") and out[5] is np.longlong and out[6] is float
+    assert out[7] == ("handle", 7, "MaskedArray") and type(out[8]) is np.bool_
+    assert out[9][0] == "handle"
+
+    class Int(int):
+        pass
+
+    assert roundtrip(Int(3))[0] == "handle"
+    cyclic: list = []
+    cyclic.append(cyclic)
+    out = roundtrip(cyclic)
+    assert type(out) is list and out[0][0] == "handle"
+
+
+def npy_bytes(arr) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=True)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("blob", [
+    npy_bytes(np.array([object()], dtype=object)),
+    npy_bytes(np.array(["text"])),
+    npy_bytes(np.zeros(3, dtype=[("a", "f8")])),
+    npy_bytes(np.zeros(4))[:-8],
+    npy_bytes(np.zeros(4)).replace(b"(4,)", b"(9,)"),
+    b"\x80\x04pickle",
+])
+def test_hostile_arrays_are_rejected(blob):
+    """Are object/string/structured dtypes, truncated data and non-npy blobs refused?"""
+    with pytest.raises(protocol.ProtocolError):
+        protocol.load_array(blob)
+
+
+@pytest.mark.parametrize("payload", [
+    {"t": "nope"}, [1, 2], {"t": "nd", "b": 3}, {"t": "st", "v": "object_"}, {"t": "dt", "v": "|O"},
+    {"t": "d", "v": [[{"t": "l", "v": []}, 1]]}, {"t": "ns", "v": "float64", "b": 0},
+])
+def test_hostile_values_are_rejected(payload):
+    """Does the decoder refuse unknown tags, untagged lists, bad blob refs and disallowed types?"""
+    with pytest.raises(protocol.ProtocolError):
+        protocol.Decoder([memoryview(b"xx")], lambda i, n: None).decode(payload)
+
+
+def test_deep_nesting_and_bad_json_are_rejected():
+    """Are excessively nested values and non-JSON headers refused as protocol errors?"""
+    deep = {"t": "l", "v": []}
+    for _ in range(200):
+        deep = {"t": "l", "v": [deep]}
+    with pytest.raises(protocol.ProtocolError):
+        protocol.Decoder([], lambda i, n: None).decode(deep)
+    with pytest.raises(protocol.ProtocolError):
+        protocol.unpack_body(b"\x00" * 7 + b"\x03NaN")
+    text = json.dumps({"a": 1}).encode()
+    assert protocol.unpack_body(len(text).to_bytes(8, "big") + text)[0] == {"a": 1}
+
+
+def test_exception_mapping_uses_the_allow_list():
+    """Is the first allowed class in the MRO used, and everything else StudentError?"""
+    err = protocol.exception_from_wire({"mro": ["MyErr", "KeyError", "LookupError", "Exception"], "msg": "m"})
+    assert type(err) is KeyError
+    err = protocol.exception_from_wire({"mro": ["AssertionError", "Exception"], "msg": "m"})
+    assert type(err) is StudentError
+    err = protocol.exception_from_wire({"mro": ["SystemExit", "BaseException"], "msg": ""})
+    assert isinstance(err, Exception)
+
+
+def test_worker_session_kills_process_group_on_timeout(tmp_path):
+    """Does a request that exceeds its budget raise WorkerTimeout (a BaseException) and leave no
+    worker process behind?"""
+    session = WorkerSession([], __import__("sys").executable, tmp_path)
+    session.start(20.0)
+    session.request("exec_cells", None, {"sources": ["import time\ndef f():\n    time.sleep(60)"]})
+    session.set_budget(0.5)
+    f = session.request("getglobal", {"name": "f"})
+    with pytest.raises(protocol.WorkerTimeout):
+        try:
+            f()
+        except Exception:  # a test's `except Exception` must not swallow it
+            pytest.fail("WorkerTimeout was caught by except Exception")
+    assert session.proc is not None and session.proc.poll() is not None
+    with pytest.raises(protocol.WorkerTimeout):
+        session.request("ping")
+
+
+# --------------------------------------------------------------------------- cell roles
+def test_cell_roles_follow_the_contract():
+    """Are test, answer, setup, read-only, student and markdown cells classified per CONTRACT.md?"""
+    nb = make_nb(IMPORTS, ("answer", "x = 1"), ("readonly", "plot()"), ("student", "y = 2"), ("test", "assert x"))
+    nb.cells.append(v4.new_markdown_cell("text"))
+    nb.cells.append(v4.new_markdown_cell("answer", metadata=meta("answer", "m1")))
+    roles = [notebook.cell_role(c) for c in nb.cells]
+    assert roles == ["setup", "answer", "readonly", "student", "test", "markdown", "answer"]
+    assert [i for i, _ in notebook.student_code_cells(nb)] == [0, 1, 3]
+    assert [i for i, _ in notebook.test_cells(nb)] == [4]
+    assert notebook.execution_plan(nb) == [(4, [0, 1, 3])]
+    assert notebook.cell_role(nb.cells[0], setup_grade_ids=()) == "readonly"
