@@ -1,0 +1,102 @@
+"""Build student submission notebooks from the committed release, for the pipeline tests.
+
+A submission starts from the release notebook exactly as students receive it. With
+``base="reference"`` every answer cell is filled with the instructor's solution (the source cell
+without its solution markers); ``answers`` then replaces whole answer cells by ``grade_id``,
+``mutate`` applies one exact text substitution to a reference answer, ``extra_cells`` inserts cells
+a student added, and ``transform`` may tamper with the notebook JSON at the end.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+from nbformat import NotebookNode
+
+REPO = Path(__file__).resolve().parents[1]
+ASSIGNMENT = "12_embeddings"
+NOTEBOOK = "embeddings"
+SOURCE_NB = REPO / "source" / ASSIGNMENT / f"{NOTEBOOK}.ipynb"
+RELEASE_NB = REPO / "release" / ASSIGNMENT / f"{NOTEBOOK}.ipynb"
+SOLUTION_MARKERS = ("### BEGIN SOLUTION", "### END SOLUTION")
+
+
+def grade_id(cell: NotebookNode) -> str | None:
+    """The nbgrader grade_id of a cell, or None for a plain cell."""
+    return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+
+
+def is_code_answer(cell: NotebookNode) -> bool:
+    meta = cell.get("metadata", {}).get("nbgrader", {})
+    return cell.cell_type == "code" and bool(meta.get("solution")) and not meta.get("grade")
+
+
+def read(path: Path) -> NotebookNode:
+    return nbformat.read(str(path), as_version=4)
+
+
+def reference_answers() -> dict[str, str]:
+    """grade_id -> the reference solution of every code answer cell (markers removed)."""
+    answers = {}
+    for cell in read(SOURCE_NB).cells:
+        if is_code_answer(cell):
+            lines = [line for line in cell.source.splitlines() if line.strip() not in SOLUTION_MARKERS]
+            answers[grade_id(cell)] = "\n".join(lines)
+    return answers
+
+
+def mutate(grade: str, old: str, new: str) -> dict[str, str]:
+    """The reference answer of one cell with `old` replaced by `new` (which must occur exactly once)."""
+    source = reference_answers()[grade]
+    count = source.count(old)
+    if count != 1:
+        raise ValueError(f"{old!r} occurs {count} times in the reference answer {grade!r}, expected once")
+    return {grade: source.replace(old, new)}
+
+
+@dataclass(frozen=True)
+class Submission:
+    """What one (real or imagined) student handed in."""
+
+    name: str
+    base: str = "reference"                      # "reference" or "blank"
+    answers: Mapping[str, str] = field(default_factory=dict)
+    extra_cells: Iterable[tuple[str, str]] = ()  # (insert after this grade_id, code source)
+    transform: Callable[[NotebookNode], NotebookNode] | None = None
+
+    def notebook(self) -> NotebookNode:
+        return build(self)
+
+
+def build(sub: Submission) -> NotebookNode:
+    """The submission's notebook, built from the current release."""
+    nb = copy.deepcopy(read(RELEASE_NB))
+    answers = dict(reference_answers()) if sub.base == "reference" else {}
+    if sub.base not in ("reference", "blank"):
+        raise ValueError(f"unknown base {sub.base!r}")
+    answers.update(sub.answers)
+    known = {grade_id(c) for c in nb.cells if is_code_answer(c)}
+    unknown = set(sub.answers) - known
+    if unknown:
+        raise KeyError(f"no answer cells named {sorted(unknown)}")
+    for cell in nb.cells:
+        if is_code_answer(cell) and grade_id(cell) in answers:
+            cell.source = answers[grade_id(cell)]
+    for n, (after, source) in enumerate(sub.extra_cells):
+        index = next(i for i, c in enumerate(nb.cells) if grade_id(c) == after)
+        added = nbformat.v4.new_code_cell(source)
+        added.id = f"student-added-{n}"
+        nb.cells.insert(index + 1, added)
+    if sub.transform is not None:
+        nb = sub.transform(nb)
+    return nb
+
+
+def write(nb: NotebookNode, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, str(path))
+    return path

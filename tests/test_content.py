@@ -1,0 +1,173 @@
+"""Content: the source notebook runs clean, and the contract's names behave as specified.
+
+The reference solution is checked against independent formulations (one-hot matrix products,
+math.sin loops, explicit counts), never against the notebook's own code.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from submissions import SOURCE_NB, grade_id, read, reference_answers
+
+SEEDS = [0, 1, 2]
+
+
+@pytest.fixture(scope="module")
+def ref() -> dict:
+    """The reference solution's namespace: the imports cell plus every answer cell."""
+    ns: dict = {}
+    imports = next(c for c in read(SOURCE_NB).cells if grade_id(c) == "imports")
+    exec(compile(imports.source, "imports", "exec"), ns)
+    for name, source in reference_answers().items():
+        exec(compile(source, name, "exec"), ns)
+    return ns
+
+
+def one_hot(ids: np.ndarray, vocab: int) -> np.ndarray:
+    return (np.asarray(ids)[..., None] == np.arange(vocab)).astype(np.float64)
+
+
+@pytest.mark.slow
+def test_source_notebook_runs_clean_with_every_test_passing(tmp_path):
+    """Does the instructor's notebook run top to bottom in a real kernel with no failing cell?"""
+    from nbclient import NotebookClient
+
+    nb = read(SOURCE_NB)
+    NotebookClient(nb, timeout=120, kernel_name="python3", allow_errors=True,
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    errors = {grade_id(c) or c.id: o.evalue[:200] for c in nb.cells for o in c.get("outputs", []) if o.output_type == "error"}
+    assert not errors, f"cells failed in the reference notebook: {errors}"
+    stderr = [grade_id(c) for c in nb.cells for o in c.get("outputs", [])
+              if grade_id(c) and grade_id(c).startswith("test_") and o.output_type == "stream" and o.name == "stderr"]
+    assert not stderr, f"test cells wrote to stderr (nbgrader would score them 0): {stderr}"
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_forward_equals_one_hot_product(ref, seed):
+    """Is forward the one-hot matrix product onehot(ids) @ W for ids of any shape?"""
+    rng = np.random.default_rng(seed)
+    vocab, dim = int(rng.integers(2, 60)), int(rng.integers(1, 20))
+    emb = ref["Embedding"](vocab, dim, seed=seed)
+    ids = rng.integers(0, vocab, tuple(rng.integers(1, 5, rng.integers(0, 4))))
+    want = one_hot(ids, vocab) @ emb.weight.astype(np.float64)
+    got = emb(ids)
+    assert got.shape == ids.shape + (dim,) and got.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_backward_equals_transposed_one_hot_product(ref, seed):
+    """Is backward's gradient onehot(ids)^T @ grad, with the padding row excluded?"""
+    rng = np.random.default_rng(10 + seed)
+    vocab, dim, pad = 9, 6, 3
+    emb = ref["Embedding"](vocab, dim, padding_idx=pad, seed=seed)
+    ids = rng.integers(0, vocab, (4, 25))
+    grad = rng.standard_normal((4, 25, dim))
+    emb.forward(ids)
+    emb.backward(grad)
+    want = one_hot(ids, vocab).reshape(-1, vocab).T @ grad.reshape(-1, dim)
+    want[pad] = 0.0
+    np.testing.assert_allclose(emb.grad_weight, want, rtol=1e-5, atol=1e-4)
+
+
+def test_initial_scale_is_one_over_sqrt_dim(ref):
+    """Do rows start at unit expected squared length (std 1/sqrt(D))?"""
+    emb = ref["Embedding"](4000, 256, seed=0)
+    mean_sq_norm = float(np.mean(np.sum(emb.weight.astype(np.float64) ** 2, axis=1)))
+    assert abs(mean_sq_norm - 1.0) < 0.02
+
+
+def test_sinusoid_matches_a_math_sin_loop(ref):
+    """Does the table match the paper's formula written as a plain loop over entries?"""
+    length, dim, base = 40, 11, 777.0
+    got = ref["create_sinusoidal_embeddings"](length, dim, base)
+    for p in range(length):
+        for j in range(dim):
+            angle = p / base ** ((j - j % 2) / dim)
+            want = math.sin(angle) if j % 2 == 0 else math.cos(angle)
+            assert abs(got[p, j] - want) < 1e-5, (p, j)
+
+
+def test_sinusoid_offsets_are_rotations(ref):
+    """Is PE[p + k] a fixed rotation of PE[p] in each (sin, cos) pair, as the text claims?"""
+    pe = ref["create_sinusoidal_embeddings"](64, 8).astype(np.float64)
+    k = 5
+    for i in range(4):
+        w = 1 / 10000 ** (2 * i / 8)
+        rot = np.array([[math.cos(k * w), -math.sin(k * w)], [math.sin(k * w), math.cos(k * w)]])
+        np.testing.assert_allclose(pe[:-k, 2 * i:2 * i + 2] @ rot, pe[k:, 2 * i:2 * i + 2], atol=1e-5)
+
+
+def test_layer_is_token_rows_scaled_plus_positions(ref):
+    """Is the layer onehot(ids) @ W * sqrt(D) + P, with positions unscaled?"""
+    rng = np.random.default_rng(5)
+    layer = ref["EmbeddingLayer"](30, 16, max_seq_len=12, pos_encoding="learned", scale_embeddings=True, seed=1)
+    ids = rng.integers(0, 30, (3, 10))
+    want = one_hot(ids, 30) @ layer.token_embedding.weight.astype(np.float64) * 4.0 + layer.pos_encoding.weight[:10]
+    np.testing.assert_allclose(layer(ids), want, rtol=1e-5, atol=1e-5)
+
+
+def test_published_parameter_counts(ref):
+    """Do the counts reproduce GPT-2 small (124.3 M, 31.7% embeddings) and GPT-3 (0.37%)?"""
+    gpt2 = ref["transformer_param_counts"](50257, 768, 12, 1024)
+    assert gpt2["total"] == 124_318_464 and round(gpt2["embedding_fraction"], 3) == 0.317
+    gpt3 = ref["transformer_param_counts"](50257, 12288, 96, 2048)
+    assert gpt3["total"] == 174_588_899_328 and 0.0036 < gpt3["embedding_fraction"] < 0.0037
+    assert ref["embedding_memory_bytes"](50257, 12288) == 2_470_232_064
+
+
+def test_memory_counts_bytes_per_dtype(ref):
+    """Are memory figures itemsize-based for every dtype, with 2/3/4 copies for sgd/momentum/adam?"""
+    for dtype in [np.int8, np.float16, np.float32, np.float64]:
+        size = np.zeros(1, dtype).nbytes
+        assert ref["embedding_memory_bytes"](100, 7, dtype) == 700 * size
+        assert ref["lookup_bytes_moved"](100, 7, dtype) == 1400 * size
+        for opt, copies in [("sgd", 2), ("momentum", 3), ("adam", 4)]:
+            assert ref["training_memory_bytes"](100, 7, dtype, opt) == copies * 700 * size
+
+
+def test_quantisation_error_is_at_most_half_a_step(ref):
+    """Is every rebuilt entry within scale / 2 of the original, over rows of very different sizes?"""
+    rng = np.random.default_rng(3)
+    w = (rng.standard_normal((200, 48)) * 10.0 ** rng.uniform(-4, 4, (200, 1))).astype(np.float32)
+    q, scale = ref["quantize_int8"](w)
+    back = ref["dequantize_int8"](q, scale, np.arange(200))
+    assert q.dtype == np.int8 and scale.dtype == np.float32
+    assert np.all(np.abs(back.astype(np.float64) - w) <= scale[:, None].astype(np.float64) * 0.5 * (1 + 1e-6))
+    assert np.all(np.abs(q).max(axis=1) == 127)
+
+
+def test_access_patterns_have_their_defining_property(ref):
+    """Are the patterns sequential, uniform, sorted and constant as named?"""
+    make = ref["make_access_pattern"]
+    assert np.array_equal(make("sequential", 10, 4), np.arange(10) % 4)
+    rand, srt = make("random", 50_000, 100, seed=1), make("sorted", 50_000, 100, seed=1)
+    counts = np.bincount(rand, minlength=100)
+    assert counts.min() > 380 and counts.max() < 620, "random ids should be uniform"
+    assert np.all(np.diff(srt) >= 0) and not np.all(np.diff(rand) >= 0)
+    assert not make("repeated", 10, 5).any()
+    with pytest.raises(ValueError):
+        make("strided", 10, 5)
+
+
+def test_benchmark_reports_median_and_consistent_bandwidth(ref):
+    """Does benchmark_lookup report bytes for the table's dtype and gb_per_s = bytes / seconds / 1e9?"""
+    emb = ref["Embedding"](500, 32, seed=0)
+    emb.weight = emb.weight.astype(np.float16)
+    result = ref["benchmark_lookup"](emb, np.arange(400), repeats=3)
+    assert result["bytes"] == 2 * 400 * 32 * 2
+    assert result["gb_per_s"] == pytest.approx(result["bytes"] / result["seconds"] / 1e9)
+
+
+@pytest.mark.parametrize("bad, error", [([1.5], TypeError), (np.array([True]), TypeError), ([-1], IndexError), ([7], IndexError)])
+def test_forward_rejects_bad_ids(ref, bad, error):
+    """Are non-integer ids a TypeError and out-of-range ids an IndexError naming the id?"""
+    emb = ref["Embedding"](7, 3, seed=0)
+    with pytest.raises(error) as caught:
+        emb(bad)
+    if error is IndexError:
+        assert str(bad[0]) in str(caught.value)
