@@ -1,0 +1,343 @@
+"""Bubblewrap sandbox for running student code while grading.
+
+Student code (the notebook kernel during ``nbgrader autograde`` and the sealed
+worker process) runs inside a bubblewrap sandbox that sees:
+
+* the system directories needed to run programs, read-only (``/usr`` and the
+  ``/bin``, ``/lib*`` links, a handful of files from ``/etc``);
+* the Python installation and this ``grading`` package, read-only;
+* exactly one writable directory (the notebook's directory), which is also the
+  working directory;
+* a private ``/tmp`` (size-limited tmpfs), ``/proc`` and a minimal ``/dev``.
+
+Everything else (the course root, ``source/``, ``gradebook.db``, other
+students' submissions, the grader's home directory) does not exist inside.
+Directories that only lead to a bound path are created with mode ``0111`` so
+they can be traversed but not listed (except the parents of this package,
+which Python must list to import it; they hold nothing but the bound paths).  All namespaces are unshared except the
+network one, because the kernel talks to the grader over ZeroMQ on loopback.
+Resource limits (address space, processes, file size) are applied with
+``prlimit`` inside the sandbox.
+
+Run as a script, this module is the launcher of the ``python3-sealed``
+kernel::
+
+    python grading/sandbox.py kernel [--memory-bytes N] [--workdir DIR] CONNECTION_FILE [ARGS...]
+
+It sandboxes ``ipykernel`` with the current directory (the autograded
+notebook's directory, set by nbclient) as the only writable path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+SEALED_KERNEL_NAME = "python3-sealed"
+DEFAULT_MEMORY_BYTES = 4 * 1024**3
+DEFAULT_NPROC = 512
+DEFAULT_FSIZE_BYTES = 256 * 1024**2
+DEFAULT_TMP_BYTES = 512 * 1024**2
+
+# Where the grading package is importable from inside the sandbox.
+SANDBOX_LIB_DIR = Path("/opt/sandbox-lib")
+
+_TOP_LEVEL_SYSTEM = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
+_ETC_FILES = (
+    "alternatives",
+    "fonts",
+    "group",
+    "host.conf",
+    "hosts",
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "localtime",
+    "mime.types",
+    "nsswitch.conf",
+    "os-release",
+    "passwd",
+    "timezone",
+)
+_SYSTEM_MOUNTS = tuple(
+    Path(p) for p in ("/usr", "/etc", "/proc", "/dev", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+)
+_PREEXISTING_DIRS = (Path("/"), Path("/tmp"), Path("/opt"), SANDBOX_LIB_DIR)
+_ENV_PASSTHROUGH = (
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "NBGRADER_EXECUTION",
+    "MPLBACKEND",
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "PYTHONHASHSEED",
+)
+
+
+def grading_package_dir() -> Path:
+    """Directory of the ``grading`` package (resolved)."""
+    return Path(__file__).resolve().parent
+
+
+def python_roots() -> list[Path]:
+    """Resolved directories of the running Python installation (venv and base)."""
+    roots: list[Path] = []
+    for raw in (sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix):
+        path = Path(raw).resolve()
+        if path not in roots:
+            roots.append(path)
+    return roots
+
+
+def _is_within(path: Path, parent: Path) -> bool:
+    """True if ``path`` is ``parent`` or below it."""
+    return path == parent or parent in path.parents
+
+
+def _system_args() -> list[str]:
+    """Read-only binds of the system directories needed to run programs."""
+    args = ["--ro-bind", "/usr", "/usr"]
+    for name in _TOP_LEVEL_SYSTEM:
+        host = Path("/") / name
+        if host.is_symlink():
+            args += ["--symlink", os.readlink(host), str(host)]
+        elif host.is_dir():
+            args += ["--ro-bind", str(host), str(host)]
+    for name in _ETC_FILES:
+        host = Path("/etc") / name
+        args += ["--ro-bind-try", str(host), str(host)]
+    return args
+
+
+def _covered(path: Path, roots: Iterable[Path]) -> bool:
+    """True if ``path`` lies inside one of ``roots``."""
+    return any(_is_within(path, root) for root in roots)
+
+
+def _hidden_parent_args(targets: Sequence[Path], listable: Sequence[Path] = ()) -> list[str]:
+    """Create the parents of bind targets as traverse-only (0111) directories.
+
+    Parents that already exist in the sandbox (``/``, ``/tmp``, the system
+    mounts), that are bind targets themselves, or that lead to a ``listable``
+    path (Python's import system lists the directories on ``sys.path``, and
+    the sealed worker puts the parent of the ``grading`` package there) are
+    left to bubblewrap, which creates them with mode 0755.
+    """
+    keep_listable = {parent for path in listable for parent in path.parents}
+    parents: set[Path] = set()
+    for target in targets:
+        for parent in target.parents:
+            if parent in _PREEXISTING_DIRS or _covered(parent, _SYSTEM_MOUNTS) or parent in targets:
+                continue
+            if parent in keep_listable:
+                continue
+            if any(_is_within(parent, other) for other in targets if other != target):
+                continue
+            parents.add(parent)
+    args: list[str] = []
+    for parent in sorted(parents, key=lambda p: len(p.parts)):
+        args += ["--perms", "0111", "--dir", str(parent)]
+    return args
+
+
+def sandbox_env(workdir: Path, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Environment of the sandboxed process: a small allowlist plus fixed values."""
+    source = os.environ if environ is None else environ
+    env = {key: source[key] for key in _ENV_PASSTHROUGH if key in source}
+    env.update(
+        {
+            "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
+            "HOME": "/tmp/home",
+            "TMPDIR": "/tmp",
+            "IPYTHONDIR": "/tmp/home/.ipython",
+            "MPLCONFIGDIR": "/tmp/home/.matplotlib",
+            "JUPYTER_RUNTIME_DIR": "/tmp/home/runtime",
+            "PYTHONPATH": str(SANDBOX_LIB_DIR),
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "SANDBOX_WORKDIR": str(workdir),
+        }
+    )
+    env.setdefault("MPLBACKEND", "Agg")
+    return env
+
+
+def limit_args(
+    memory_bytes: int = DEFAULT_MEMORY_BYTES,
+    nproc: int = DEFAULT_NPROC,
+    fsize_bytes: int = DEFAULT_FSIZE_BYTES,
+) -> list[str]:
+    """``prlimit`` command prefix setting address space, process and file size limits.
+
+    ``--nproc`` is not enforced for processes whose real uid is 0 (the kernel
+    exempts root); the sandbox's PID namespace still kills every process it
+    contains when the sandbox ends.
+    """
+    prlimit = shutil.which("prlimit") or "/usr/bin/prlimit"
+    return [
+        prlimit,
+        f"--as={memory_bytes}",
+        f"--nproc={nproc}",
+        f"--fsize={fsize_bytes}",
+        "--core=0",
+        "--",
+    ]
+
+
+def sandbox_prefix(
+    workdir: os.PathLike[str] | str,
+    *,
+    extra_ro: Iterable[os.PathLike[str] | str] = (),
+    memory_bytes: int = DEFAULT_MEMORY_BYTES,
+    nproc: int = DEFAULT_NPROC,
+    fsize_bytes: int = DEFAULT_FSIZE_BYTES,
+    tmp_bytes: int = DEFAULT_TMP_BYTES,
+    environ: Mapping[str, str] | None = None,
+) -> list[str]:
+    """Command prefix that runs a command in the sandbox with ``workdir`` writable.
+
+    Append the command to run (``[python, "-m", ...]``); paths in it must be
+    visible inside (the Python installation, this package, ``workdir`` and
+    ``extra_ro`` are).
+    """
+    work = Path(workdir).resolve()
+    if not work.is_dir():
+        raise FileNotFoundError(f"sandbox work directory does not exist: {work}")
+    ro_paths: list[Path] = []
+    for raw in [*python_roots(), grading_package_dir(), *extra_ro]:
+        path = Path(raw).resolve()
+        if path not in ro_paths and not _covered(path, [Path("/usr")]):
+            ro_paths.append(path)
+    args = [shutil.which("bwrap") or "bwrap", "--unshare-all", "--share-net", "--die-with-parent", "--new-session"]
+    args += ["--cap-drop", "ALL", "--hostname", "sandbox"]
+    args += _system_args()
+    args += ["--proc", "/proc", "--dev", "/dev"]
+    args += ["--size", str(tmp_bytes), "--tmpfs", "/tmp", "--dir", "/tmp/home"]
+    args += _hidden_parent_args([*ro_paths, work], listable=[grading_package_dir()])
+    for path in sorted(ro_paths, key=lambda p: len(p.parts)):
+        args += ["--ro-bind", str(path), str(path)]
+    args += ["--ro-bind", str(grading_package_dir()), str(SANDBOX_LIB_DIR / "grading")]
+    args += ["--bind", str(work), str(work), "--chdir", str(work)]
+    args += ["--remount-ro", "/"]  # the sandbox's own root tmpfs; /tmp and workdir stay writable
+    args += ["--clearenv"]
+    for key, value in sorted(sandbox_env(work, environ).items()):
+        args += ["--setenv", key, value]
+    args += ["--"]
+    return args + limit_args(memory_bytes, nproc, fsize_bytes)
+
+
+@functools.lru_cache(maxsize=1)
+def bwrap_available() -> bool:
+    """True if bubblewrap is installed and can create the sandbox on this machine."""
+    if shutil.which("bwrap") is None or shutil.which("prlimit") is None:
+        return False
+    probe = Path(os.environ.get("TMPDIR", "/tmp"))
+    try:
+        result = subprocess.run(
+            [*sandbox_prefix(probe), sys.executable, "-c", "pass"],
+            capture_output=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return result.returncode == 0
+
+
+def kernelspec_dict(
+    *,
+    python: str = sys.executable,
+    memory_bytes: int = DEFAULT_MEMORY_BYTES,
+    workdir: os.PathLike[str] | str | None = None,
+) -> dict[str, object]:
+    """Contents of ``kernel.json`` for the sealed kernel."""
+    argv = [python, str(Path(__file__).resolve()), "kernel", "--memory-bytes", str(memory_bytes)]
+    if workdir is not None:
+        argv += ["--workdir", str(Path(workdir).resolve())]
+    argv += ["{connection_file}"]
+    return {
+        "argv": argv,
+        "display_name": "Python 3 (sealed)",
+        "language": "python",
+        # bwrap --new-session puts the kernel in its own session, so a SIGINT
+        # sent to the launcher's process group would never reach it.
+        "interrupt_mode": "message",
+        "metadata": {"debugger": False},
+    }
+
+
+def write_sealed_kernelspec(
+    dest_dir: os.PathLike[str] | str,
+    workdir: os.PathLike[str] | str | None = None,
+    *,
+    memory_bytes: int = DEFAULT_MEMORY_BYTES,
+    python: str = sys.executable,
+) -> Path:
+    """Write the ``python3-sealed`` kernelspec under ``dest_dir/kernels/``.
+
+    Put ``dest_dir`` on ``JUPYTER_PATH`` to make the kernel available.  Without
+    ``workdir`` the kernel's writable directory is the directory it is started
+    in (nbclient starts it in the notebook's directory).  Returns the kernel
+    directory.
+    """
+    kernel_dir = Path(dest_dir) / "kernels" / SEALED_KERNEL_NAME
+    kernel_dir.mkdir(parents=True, exist_ok=True)
+    spec = kernelspec_dict(python=python, memory_bytes=memory_bytes, workdir=workdir)
+    (kernel_dir / "kernel.json").write_text(json.dumps(spec, indent=2) + "\n")
+    return kernel_dir
+
+
+def kernel_command(
+    connection_file: Path,
+    workdir: Path,
+    kernel_args: Sequence[str],
+    *,
+    memory_bytes: int = DEFAULT_MEMORY_BYTES,
+    python: str = sys.executable,
+) -> list[str]:
+    """Full command running ipykernel in the sandbox (connection file read-only)."""
+    prefix = sandbox_prefix(workdir, extra_ro=[connection_file], memory_bytes=memory_bytes)
+    return [*prefix, python, "-m", "ipykernel_launcher", "-f", str(connection_file), *kernel_args]
+
+
+def _parse_kernel_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="grading.sandbox", description="Sandboxed ipykernel launcher")
+    sub = parser.add_subparsers(dest="command", required=True)
+    kernel = sub.add_parser("kernel", help="run ipykernel in the sandbox")
+    kernel.add_argument("--memory-bytes", type=int, default=DEFAULT_MEMORY_BYTES)
+    kernel.add_argument("--workdir", type=Path, default=None)
+    kernel.add_argument("connection_file", type=Path)
+    kernel.add_argument("kernel_args", nargs=argparse.REMAINDER)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the kernel launcher: replaces itself with the sandboxed kernel."""
+    args = _parse_kernel_args(sys.argv[1:] if argv is None else argv)
+    if not bwrap_available():
+        print("grading.sandbox: bubblewrap is not usable here; refusing to run unsandboxed", file=sys.stderr)
+        return 1
+    workdir = (args.workdir or Path.cwd()).resolve()
+    command = kernel_command(
+        args.connection_file.resolve(), workdir, args.kernel_args, memory_bytes=args.memory_bytes
+    )
+    # The kernel's own stdout (ipykernel's banner, os.write(1, ...) from student
+    # code) would land in the grader's terminal; cell output goes over ZeroMQ.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+    os.execvp(command[0], command)
+    return 1  # not reached
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""nbgrader configuration of the course (only settings that differ from nbgrader's defaults).
+
+Grade with ``python -m grading.grade`` (sealed scratch course, sandboxed kernel);
+see grading/grade.py.
+"""
+
+from pathlib import Path
+
+c = get_config()  # noqa: F821 (provided by nbgrader when it loads this file)
+
+# Course identity, used in the gradebook and the exchange.
+c.CourseDirectory.course_id = "ml-systems"
+# The course root is the directory of this file, wherever nbgrader is started from.
+c.CourseDirectory.root = str(Path(__file__).resolve().parent)
+# Never copy tool caches into released or graded assignments.
+c.CourseDirectory.ignore = [
+    ".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback",
+    ".pytest_cache", ".mypy_cache", ".ruff_cache", ".DS_Store",
+]
+
+# Test cells a student deleted are put back and graded (default: left out, score unset).
+c.OverwriteCells.add_missing_cells = True
+
+# Seconds per cell before the kernel is interrupted (nbgrader's default is 30).
+c.Execute.timeout = 60
+
+# Autograde, sanitizing: copy-pasted or foreign nbgrader cells become plain cells instead of
+# aborting the grading (nbgrader 0.9.6 fails on both).
+c.Autograde.sanitize_preprocessors = [
+    "nbgrader.preprocessors.ClearOutput",
+    "nbgrader.preprocessors.DeduplicateIds",
+    "grading.preprocessors.SanitizeNbgraderMetadata",
+    "nbgrader.preprocessors.OverwriteKernelspec",
+    "nbgrader.preprocessors.OverwriteCells",
+    "nbgrader.preprocessors.CheckCellMetadata",
+]
+
+# Autograde, grading: dead-kernel tolerant execution with streaming output caps, a size cap on
+# all outputs, and the sealed re-check of every test cell before grades are saved.
+c.Autograde.autograde_preprocessors = [
+    "grading.preprocessors.SafeExecute",
+    "nbgrader.preprocessors.IgnorePattern",
+    "nbconvert.preprocessors.ClearMetadataPreprocessor",
+    "nbgrader.preprocessors.LimitOutput",
+    "grading.preprocessors.LimitOutputSize",
+    "grading.preprocessors.SealedVerdict",
+    "nbgrader.preprocessors.SaveAutoGrades",
+    "nbgrader.preprocessors.AssignLatePenalties",
+    "nbgrader.preprocessors.CheckCellMetadata",
+]
+
+# Names the sealed checker lets test cells take from the student's code (grading/CONTRACT.md).
+c.SealedVerdict.student_names = [
+    "Embedding", "create_sinusoidal_embeddings", "PositionalEncoding", "EmbeddingLayer",
+    "embedding_memory_bytes", "training_memory_bytes", "transformer_param_counts",
+    "tied_output_logits", "factorized_embedding_params", "quantize_int8", "dequantize_int8",
+    "lookup_bytes_moved", "make_access_pattern", "benchmark_lookup",
+]
+
+# Feedback never shows the code between BEGIN/END HIDDEN TESTS.
+c.GenerateFeedback.preprocessors = [
+    "nbgrader.preprocessors.GetGrades",
+    "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
+    "nbgrader.preprocessors.ClearHiddenTests",
+]
+
+# python -m grading.grade passes these itself; set them here only on a grading server
+# where `nbgrader autograde` is run directly and the kernelspec is installed:
+# c.Execute.kernel_name = "python3-sealed"
+
+# JupyterHub deployment (shared exchange and a server database instead of the SQLite default):
+# c.Exchange.root = "/srv/nbgrader/exchange"
+# c.CourseDirectory.db_url = "postgresql://nbgrader@dbhost/ml_systems"
