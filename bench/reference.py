@@ -13,46 +13,25 @@ from typing import Any
 import nbformat
 from nbformat import NotebookNode
 
+from grading import notebook
+
 REPO = Path(__file__).resolve().parents[1]
 ASSIGNMENT = "12_embeddings"
 NOTEBOOK = "embeddings"
 SOURCE_NB = REPO / "source" / ASSIGNMENT / f"{NOTEBOOK}.ipynb"
 RELEASE_NB = REPO / "release" / ASSIGNMENT / f"{NOTEBOOK}.ipynb"
-SOLUTION_MARKERS = ("### BEGIN SOLUTION", "### END SOLUTION")
-
-
-def nbgrader_meta(cell: NotebookNode) -> dict[str, Any]:
-    """The nbgrader metadata of a cell (empty for a plain cell)."""
-    return dict(cell.get("metadata", {}).get("nbgrader", {}))
-
-
-def is_code_answer(cell: NotebookNode) -> bool:
-    """Is this a code cell students write (``solution: true`` and not a graded test)?"""
-    meta = nbgrader_meta(cell)
-    return cell.cell_type == "code" and bool(meta.get("solution")) and not meta.get("grade")
-
-
-def is_imports(cell: NotebookNode) -> bool:
-    """Is this the read-only setup cell holding the notebook's imports?"""
-    return cell.cell_type == "code" and nbgrader_meta(cell).get("grade_id") == "imports"
-
-
-def strip_markers(source: str) -> str:
-    """Cell source without the solution marker lines."""
-    lines = [line for line in source.splitlines() if line.strip() not in SOLUTION_MARKERS]
-    return "\n".join(lines)
 
 
 def reference_answers(path: Path = SOURCE_NB) -> dict[str, str]:
     """grade_id -> reference source of every code answer cell (markers removed), in notebook order."""
-    notebook = nbformat.read(str(path), as_version=4)
-    return {nbgrader_meta(c)["grade_id"]: strip_markers(c.source) for c in notebook.cells if is_code_answer(c)}
+    return notebook.reference_answers(nbformat.read(str(path), as_version=4))
 
 
 def reference_sources(path: Path = SOURCE_NB) -> list[str]:
     """Sources to execute for the reference: the imports cell and the answer cells, in order."""
-    notebook = nbformat.read(str(path), as_version=4)
-    return [strip_markers(c.source) for c in notebook.cells if is_imports(c) or is_code_answer(c)]
+    cells = nbformat.read(str(path), as_version=4).cells
+    return [notebook.strip_solution_markers(c.source) for c in cells
+            if notebook.cell_role(c) == "setup" or notebook.is_code_answer(c)]
 
 
 def load_reference(path: Path = SOURCE_NB) -> dict[str, Any]:
@@ -66,8 +45,8 @@ def load_reference(path: Path = SOURCE_NB) -> dict[str, Any]:
 def reference_submission(release: Path = RELEASE_NB, source: Path = SOURCE_NB) -> NotebookNode:
     """The release notebook as students receive it, with every code answer cell holding the reference."""
     answers = reference_answers(source)
-    notebook = nbformat.read(str(release), as_version=4)
-    for cell in notebook.cells:
-        if is_code_answer(cell) and nbgrader_meta(cell).get("grade_id") in answers:
-            cell.source = answers[nbgrader_meta(cell)["grade_id"]]
-    return notebook
+    released = nbformat.read(str(release), as_version=4)
+    for cell in released.cells:
+        if notebook.is_code_answer(cell) and notebook.grade_id(cell) in answers:
+            cell.source = answers[notebook.grade_id(cell)]
+    return released

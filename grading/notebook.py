@@ -19,6 +19,9 @@ Role = Literal["test", "answer", "setup", "readonly", "student", "markdown"]
 
 DEFAULT_SETUP_GRADE_IDS: tuple[str, ...] = ("imports",)
 
+#: The lines nbgrader replaces, with what lies between them, by a stub in the student release.
+SOLUTION_MARKERS: tuple[str, str] = ("### BEGIN SOLUTION", "### END SOLUTION")
+
 #: Roles whose code is executed, in notebook order, by the sealed re-check.
 STUDENT_CODE_ROLES: frozenset[str] = frozenset({"answer", "setup", "student"})
 
@@ -105,3 +108,19 @@ def execution_plan(nb: Mapping[str, Any], setup_grade_ids: Sequence[str] = DEFAU
     """
     student = [index for index, _ in student_code_cells(nb, setup_grade_ids)]
     return [(t_index, [s for s in student if s < t_index]) for t_index, _ in test_cells(nb)]
+
+
+def strip_solution_markers(source: str) -> str:
+    """A cell's source without its solution marker lines: the instructor's reference code."""
+    return "\n".join(line for line in source.splitlines() if line.strip() not in SOLUTION_MARKERS)
+
+
+def is_code_answer(cell: Mapping[str, Any]) -> bool:
+    """Is this a code cell that students write (an answer cell, not a written response)?"""
+    return cell.get("cell_type") == "code" and cell_role(cell) == "answer"
+
+
+def reference_answers(nb: Mapping[str, Any]) -> dict[str, str]:
+    """grade_id -> reference code of every code answer cell of an instructor (source) notebook."""
+    return {grade_id(cell): strip_solution_markers(cell_source(cell))
+            for cell in nb.get("cells", []) if is_code_answer(cell)}

@@ -17,12 +17,13 @@ from pathlib import Path
 import nbformat
 from nbformat import NotebookNode
 
+from grading import notebook
+
 REPO = Path(__file__).resolve().parents[1]
 ASSIGNMENT = "12_embeddings"
 NOTEBOOK = "embeddings"
 SOURCE_NB = REPO / "source" / ASSIGNMENT / f"{NOTEBOOK}.ipynb"
 RELEASE_NB = REPO / "release" / ASSIGNMENT / f"{NOTEBOOK}.ipynb"
-SOLUTION_MARKERS = ("### BEGIN SOLUTION", "### END SOLUTION")
 
 
 def grade_id(cell: NotebookNode) -> str | None:
@@ -30,9 +31,7 @@ def grade_id(cell: NotebookNode) -> str | None:
     return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
 
 
-def is_code_answer(cell: NotebookNode) -> bool:
-    meta = cell.get("metadata", {}).get("nbgrader", {})
-    return cell.cell_type == "code" and bool(meta.get("solution")) and not meta.get("grade")
+is_code_answer = notebook.is_code_answer
 
 
 def read(path: Path) -> NotebookNode:
@@ -41,12 +40,7 @@ def read(path: Path) -> NotebookNode:
 
 def reference_answers() -> dict[str, str]:
     """grade_id -> the reference solution of every code answer cell (markers removed)."""
-    answers = {}
-    for cell in read(SOURCE_NB).cells:
-        if is_code_answer(cell):
-            lines = [line for line in cell.source.splitlines() if line.strip() not in SOLUTION_MARKERS]
-            answers[grade_id(cell)] = "\n".join(lines)
-    return answers
+    return notebook.reference_answers(read(SOURCE_NB))
 
 
 def mutate(grade: str, old: str, new: str) -> dict[str, str]:
