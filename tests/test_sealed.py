@@ -380,8 +380,8 @@ def test_speed_ratio_sealed_vectorised_loop_and_cheat():
     and does returning wrong data quickly raise?"""
     verdicts = sealed(
         *FORWARD_CELLS,
-        ("test", TIMING_TEST + "r = speed_ratio(forward, lambda t, ids: t[ids], args)\nassert r < 5, r"),
-        ("test", TIMING_TEST + "r = speed_ratio(lookup, ref, args[:5])\nassert r > 10, r"),
+        ("test", TIMING_TEST + "r = speed_ratio(forward, lambda t, ids: t[ids], args)\nassert r < 8, r"),
+        ("test", TIMING_TEST + "r = speed_ratio(lookup, ref, args[:5])\nassert r > 6, r"),
         ("test", TIMING_TEST + "speed_ratio(f, ref, args)"),
     )
     assert verdicts["t1"].passed, verdicts["t1"].message
