@@ -28,9 +28,9 @@ Requests (checker -> worker) are headers ``{"op": name, ...}``; replies are ``{"
 * ``getglobal(name)``: handle to a top-level student name (``NameError`` if undefined)
 * ``getattr(h, name)``, ``setattr(h, name, value)``, ``call(h, args, kwargs)``
 * ``release(ids | all)``: forget handles
-* ``stage(args_list)``: handle to a list of argument tuples, for ``bench``
-* ``bench(h, staged)``: call ``h`` on every staged tuple (timed by the checker); ``checksums``:
-  fingerprints of those results (untimed, see :func:`grading.timing.checksum`)
+* ``bench(h, args_list)``: call ``h`` on every argument tuple and reply with the fingerprints of
+  the results (:func:`grading.timing.call_and_checksum`); the checker times the round trip, so
+  the arguments and the checksums both cross inside the timed window
 * ``ping``
 
 The checker treats every frame from the worker as hostile: :class:`Decoder` validates the
@@ -213,30 +213,53 @@ class Encoder:
 
 
 # ------------------------------------------------------------------------------------- decoding
+#: The header ``np.save`` writes for a plain array (version 1.0), matched exactly; anything else
+#: goes through numpy's own (slower, ``ast.literal_eval`` based) header reader.
+_NPY_MAGIC_V1 = b"\x93NUMPY\x01\x00"
+_NPY_SIMPLE_HEADER = re.compile(
+    rb"\{'descr': '([<>|][biufc][0-9]{1,2})', 'fortran_order': (False|True), "
+    rb"'shape': \(((?:[0-9]{1,20}, )*(?:[0-9]{1,20},?)?)\), \} *\n")
+
+
+def _npy_header(data: memoryview) -> tuple[Any, Any, Any, int]:
+    """``(shape, fortran_order, dtype, data offset)`` of ``.npy`` bytes (not yet validated)."""
+    if bytes(data[:8]) == _NPY_MAGIC_V1 and len(data) >= 10:
+        head_len = int.from_bytes(data[8:10], "little")
+        match = _NPY_SIMPLE_HEADER.fullmatch(bytes(data[10:10 + head_len]))
+        if match is not None and 10 + head_len <= len(data):
+            descr, fortran, dims = match.groups()
+            shape = tuple(int(n) for n in dims.replace(b" ", b"").split(b",") if n)
+            return shape, fortran == b"True", np.dtype(descr.decode("ascii")), 10 + head_len
+    f = io.BytesIO(bytes(data[:NPY_HEADER_BYTES]))  # header only; the data is never copied twice
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+    elif version == (2, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+    else:
+        raise ProtocolError(f"unsupported npy version {version}")
+    return shape, fortran, dtype, f.tell()
+
+
 def load_array(blob: bytes | memoryview) -> np.ndarray:
     """Rebuild a plain ``np.ndarray`` from ``np.save`` bytes, validating before allocating.
 
-    The header is parsed with numpy's own ``.npy`` reader (no pickle is ever allowed), the
+    The header is parsed with numpy's own ``.npy`` reader (no pickle is ever allowed), or, when it
+    is exactly the header ``np.save`` writes for a plain array, by a strict pattern; either way the
     dtype must be bool/int/uint/float/complex and the data length must match the shape; the
     result is a fresh, writable, exact ``np.ndarray``.
     """
     try:
-        data = memoryview(blob)
-        f = io.BytesIO(bytes(data[:NPY_HEADER_BYTES]))  # header only; the data is never copied twice
-        version = np.lib.format.read_magic(f)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-        elif version == (2, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-        else:
-            raise ProtocolError(f"unsupported npy version {version}")
+        data = memoryview(blob).cast("B")
+        shape, fortran, dtype, offset = _npy_header(data)
         dtype = np.dtype(dtype)
         if not _array_allowed(dtype) or dtype.hasobject:
             raise ProtocolError(f"array dtype {dtype} not allowed")
         if type(shape) is not tuple or len(shape) > 32 or any(type(n) is not int or n < 0 for n in shape):
             raise ProtocolError("bad array shape")
+        if type(fortran) is not bool:
+            raise ProtocolError("bad array order")
         count = math.prod(shape)
-        offset = f.tell()
         if count * dtype.itemsize != len(data) - offset:
             raise ProtocolError("array data length does not match its shape")
         flat = np.frombuffer(data, dtype=dtype, count=count, offset=offset)

@@ -11,7 +11,6 @@ comparing equal. Dunder attributes are never fetched from the worker (numpy woul
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -26,6 +25,9 @@ class Session(Protocol):
 
     def request(self, op: str, fields: dict[str, Any] | None = None,
                 values: dict[str, Any] | None = None) -> Any: ...
+
+    def timed_request(self, op: str, fields: dict[str, Any] | None = None,
+                      values: dict[str, Any] | None = None) -> tuple[float, Any]: ...
 
 
 class RemoteObject:
@@ -115,23 +117,19 @@ def handle_of(obj: RemoteObject) -> int:
     return handle
 
 
-def stage_args(fn: RemoteObject, args_list: Sequence[tuple[Any, ...]]) -> RemoteObject:
-    """Send benchmark arguments to the worker once (untimed); returns a proxy for them there."""
-    return session_of(fn).request("stage", None, {"args_list": list(args_list)})
+def bench_remote(fn: RemoteObject, args_list: Sequence[tuple[Any, ...]]) -> tuple[float, list[Any]]:
+    """Time one ``bench`` request: the worker calls ``fn`` on every tuple of ``args_list``.
 
-
-def bench_remote(fn: RemoteObject, staged: RemoteObject) -> tuple[float, list[Any]]:
-    """Time one ``bench`` request (calls ``fn`` on every staged argument tuple in the worker).
-
-    Returns the wall-clock seconds of the round trip as measured here and the checksums of the
-    results (fetched by a second, untimed request). The checksums are untrusted data.
+    The request carries the arguments and its reply carries the checksums of the results, so the
+    worker can neither prepare the work before the timed window nor finish it after. Returns the
+    wall-clock seconds of the round trip as measured here (from writing the already encoded request
+    to reading the whole reply) and the checksums (untrusted data: a malformed reply becomes
+    ``[]``, which never matches).
     """
     session = session_of(fn)
-    fields = {"h": handle_of(fn), "staged": handle_of(staged)}
-    start = time.perf_counter()
-    session.request("bench", fields)
-    seconds = time.perf_counter() - start
-    checksums = session.request("checksums")
+    fields = {"h": handle_of(fn)}
+    values = {"args_list": [tuple(args) for args in args_list]}
+    seconds, checksums = session.timed_request("bench", fields, values)
     if type(checksums) is not list:
         checksums = []
     return seconds, checksums
