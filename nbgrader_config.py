@@ -24,26 +24,35 @@ c.OverwriteCells.add_missing_cells = True
 # Seconds per cell before the kernel is interrupted (nbgrader's default is 30).
 c.Execute.timeout = 60
 
+# Outputs kept: per cell (100,000 characters of text, 5,000,000 of images) and for the whole notebook.
+c.LimitOutputSize.max_total_chars = 1_000_000
+c.LimitOutputSize.max_total_image_chars = 5_000_000
+
 # Autograde, sanitizing: copy-pasted or foreign nbgrader cells become plain cells instead of
-# aborting the grading (nbgrader 0.9.6 fails on both).
+# aborting the grading (nbgrader 0.9.6 fails on both), and deleted test cells are put back even
+# when the cell before them is gone too (OverwriteCells raises KeyError then, e.g. on an empty
+# notebook). OverwriteCellsAnywhere reads the c.OverwriteCells settings above.
 c.Autograde.sanitize_preprocessors = [
     "nbgrader.preprocessors.ClearOutput",
     "nbgrader.preprocessors.DeduplicateIds",
     "grading.preprocessors.SanitizeNbgraderMetadata",
     "nbgrader.preprocessors.OverwriteKernelspec",
-    "nbgrader.preprocessors.OverwriteCells",
+    "grading.preprocessors.OverwriteCellsAnywhere",
     "nbgrader.preprocessors.CheckCellMetadata",
 ]
 
-# Autograde, grading: dead-kernel tolerant execution with streaming output caps, a size cap on
-# all outputs, and the sealed re-check of every test cell before grades are saved.
+# Autograde, grading: the hidden tests are taken out of the test cells (the student's kernel never
+# runs or sees them), dead-kernel tolerant execution with streaming output caps, the sealed
+# re-check of every full test cell (which puts the hidden tests back), then a size cap on the
+# outputs of every cell and of the whole notebook, before grades are saved.
 c.Autograde.autograde_preprocessors = [
+    "grading.preprocessors.StripHiddenTests",
     "grading.preprocessors.SafeExecute",
     "nbgrader.preprocessors.IgnorePattern",
     "nbconvert.preprocessors.ClearMetadataPreprocessor",
     "nbgrader.preprocessors.LimitOutput",
-    "grading.preprocessors.LimitOutputSize",
     "grading.preprocessors.SealedVerdict",
+    "grading.preprocessors.LimitOutputSize",
     "nbgrader.preprocessors.SaveAutoGrades",
     "nbgrader.preprocessors.AssignLatePenalties",
     "nbgrader.preprocessors.CheckCellMetadata",

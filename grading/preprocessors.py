@@ -1,17 +1,24 @@
 """nbgrader preprocessors used by ``nbgrader autograde`` in this course.
 
-``SafeExecute``
-    nbgrader's ``Execute`` that survives a dying kernel (the rest of the
-    notebook is marked "not run" instead of the whole submission failing) and
-    caps outputs while they stream in.
 ``SanitizeNbgraderMetadata``
     keeps a copy-pasted or foreign nbgrader cell from aborting the grading.
+``OverwriteCellsAnywhere``
+    nbgrader's ``OverwriteCells`` that can put back a deleted test cell even
+    when the cell before it is missing too (an empty notebook, say).
+``StripHiddenTests``
+    records every test cell's full source and removes its hidden tests, so the
+    student's kernel only ever runs (and sees) the visible checks.
+``SafeExecute``
+    nbgrader's ``Execute`` that survives a dying or unresponsive kernel (the
+    rest of the notebook is marked "not run" instead of the whole submission
+    failing) and caps outputs while they stream in.
+``SealedVerdict``
+    re-checks every test cell, hidden tests included, out of process with
+    :func:`grading.sealed.run_sealed`, keeps a test cell's points only if it
+    passed in the kernel *and* sealed, and puts the full test sources back.
 ``LimitOutputSize``
     caps the characters of every cell's outputs after execution (nbgrader's
-    ``LimitOutput`` only counts lines).
-``SealedVerdict``
-    re-checks every test cell out of process with :func:`grading.sealed.run_sealed`
-    and keeps a test cell's points only if it passed in the kernel *and* sealed.
+    ``LimitOutput`` only counts lines), per cell and for the whole notebook.
 
 See ``nbgrader_config.py`` for where they sit in the preprocessor lists.
 """
@@ -28,21 +35,35 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from nbclient.exceptions import DeadKernelError
+from jupyter_core.utils import ensure_async, run_sync
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbformat.notebooknode import NotebookNode
 from nbformat.v4 import new_output
 from traitlets import Bool, Float, Integer, List, Unicode
 
-from nbgrader.preprocessors import Execute, NbGraderPreprocessor
+from nbgrader.preprocessors import Execute, NbGraderPreprocessor, OverwriteCells
 
 from grading import sandbox as sandboxing
 from grading.notebook import cell_role, grade_id
 
 DEFAULT_MAX_OUTPUT_CHARS = 100_000
 DEFAULT_MAX_IMAGE_CHARS = 5_000_000
+DEFAULT_MAX_TOTAL_CHARS = 1_000_000
+DEFAULT_MAX_TOTAL_IMAGE_CHARS = 5_000_000
+MIN_ERROR_CHARS = 2_000  # an error's message and traceback keep at least this much, budget or not
 TRUNCATED_NOTE = "\n... output truncated ({limit} characters per cell) ...\n"
+TOTAL_TRUNCATED_NOTE = (
+    "\n... output truncated (the whole notebook keeps {chars} characters of text and {images} of images) ...\n"
+)
 KERNEL_DIED = "the kernel died while running this cell (os._exit, a crash, or the memory limit)"
+KERNEL_STOPPED = (
+    "the cell was still running after the time limit and did not stop when interrupted; "
+    "the kernel was shut down"
+)
 NOT_RUN = "not run: the kernel died in an earlier cell"
+NOT_RUN_STOPPED = "not run: the kernel was shut down in an earlier cell (it did not respond to the interrupt)"
+#: Key in nbconvert's ``resources``: grade_id -> full source of every test cell (see StripHiddenTests).
+FULL_TEST_SOURCES = "full_test_sources"
 WORKER_START_FAILED = "the sealed worker could not be started"  # in grading.sealed verdict messages
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
@@ -83,8 +104,8 @@ def output_sizes(output: Mapping[str, Any]) -> tuple[int, int]:
     return text, image
 
 
-def _truncation_note(name: str, limit: int) -> NotebookNode:
-    return new_output("stream", name=name, text=TRUNCATED_NOTE.format(limit=limit))
+def _truncation_note(name: str, limit: int, text: str | None = None) -> NotebookNode:
+    return new_output("stream", name=name, text=TRUNCATED_NOTE.format(limit=limit) if text is None else text)
 
 
 def error_output(ename: str, evalue: str) -> NotebookNode:
@@ -109,16 +130,25 @@ def cap_traceback(output: NotebookNode, max_chars: int) -> NotebookNode:
 
 
 def cap_outputs(
-    outputs: Sequence[NotebookNode], max_chars: int, max_image_chars: int
+    outputs: Sequence[NotebookNode],
+    max_chars: int,
+    max_image_chars: int,
+    *,
+    note_text: str | None = None,
+    error_chars: int | None = None,
 ) -> list[NotebookNode]:
     """Outputs of one cell limited to ``max_chars`` of text and ``max_image_chars`` of images.
 
-    Error outputs are always kept (grading depends on them) with a shortened
-    traceback; stream text is cut at the limit and followed by one note per
-    stream name (so a cell that wrote to stderr still has stderr output); other
-    text data (``text/plain``, ``text/html``...) over the limit is replaced by
-    a note; images over the image budget are dropped.
+    Error outputs are always kept (grading depends on them) with their message
+    and traceback shortened to ``error_chars`` each (default ``max_chars``);
+    stream text is cut at the limit and followed by one note per stream name
+    (so a cell that wrote to stderr still has stderr output); other text data
+    (``text/plain``, ``text/html``...) over the limit is replaced by a note;
+    images over the image budget are dropped.  ``note_text`` replaces the
+    default "truncated (N characters per cell)" note.
     """
+    max_chars = max(max_chars, 0)
+    max_image_chars = max(max_image_chars, 0)
     kept: list[NotebookNode] = []
     text_used = image_used = 0
     noted: set[str] = set()
@@ -126,12 +156,12 @@ def cap_outputs(
     def note(name: str) -> None:
         if name not in noted:
             noted.add(name)
-            kept.append(_truncation_note(name, max_chars))
+            kept.append(_truncation_note(name, max_chars, note_text))
 
     for output in outputs:
         kind = output.get("output_type")
         if kind == "error":
-            kept.append(cap_traceback(output, max_chars))
+            kept.append(cap_traceback(output, max_chars if error_chars is None else error_chars))
             continue
         if kind == "stream":
             text = _text_of(output.get("text", ""))
@@ -233,6 +263,83 @@ def copy_data_files(src: Path, dest: Path) -> None:
                 shutil.copy2(path, target / name)
 
 
+# --------------------------------------------------------------------------- StripHiddenTests
+
+
+def strip_hidden_tests(source: str, begin: str = "BEGIN HIDDEN TESTS", end: str = "END HIDDEN TESTS") -> str:
+    """``source`` without its hidden-test regions, delimiter lines included (as nbgrader's
+    ``ClearHiddenTests`` does; an unterminated region runs to the end of the cell)."""
+    kept: list[str] = []
+    inside = False
+    for line in source.split("\n"):
+        if begin in line:
+            inside = True
+        elif end in line:
+            inside = False
+        elif not inside:
+            kept.append(line)
+    return "\n".join(kept)
+
+
+class StripHiddenTests(NbGraderPreprocessor):
+    """Run only the visible part of every test cell in the student's kernel.
+
+    Whatever the kernel executes, student code can read back (IPython's input
+    history ``In``/``_ih``, ``linecache``, the caller's frame) and print into
+    the feedback, so the hidden tests must never reach the kernel.  This
+    preprocessor records the full source of every test cell in
+    ``resources[FULL_TEST_SOURCES]`` (by grade_id) and removes the hidden-test
+    regions from the cells.  :class:`SealedVerdict` re-checks the *full*
+    sources out of process (so the hidden tests still decide the points) and
+    puts them back into the cells, so the autograded notebook holds the
+    instructor's test cells as nbgrader expects.  Sits before ``SafeExecute``
+    in ``Autograde.autograde_preprocessors``; it needs ``SealedVerdict`` after
+    it (without it, the hidden tests would not be run at all).
+    """
+
+    begin_delimiter = Unicode("BEGIN HIDDEN TESTS", help="Line marking the start of hidden tests.").tag(config=True)
+    end_delimiter = Unicode("END HIDDEN TESTS", help="Line marking the end of hidden tests.").tag(config=True)
+
+    def preprocess(self, nb: NotebookNode, resources: Any) -> tuple[NotebookNode, Any]:
+        recorded: dict[str, dict[str, str]] = {}
+        for index, cell in enumerate(nb.cells):
+            if cell_role(cell) != "test":
+                continue
+            gid = grade_id(cell)
+            full = _text_of(cell.source)
+            if gid is None or gid in recorded:
+                # DeduplicateIds and CheckCellMetadata make this impossible in nbgrader autograde.
+                self.log.warning("Test cell %d has no unique grade_id; its hidden tests stay in it", index)
+                continue
+            visible = strip_hidden_tests(full, self.begin_delimiter, self.end_delimiter)
+            recorded[gid] = {"visible": visible, "full": full}
+            cell.source = visible
+        resources[FULL_TEST_SOURCES] = recorded
+        return nb, resources
+
+
+def restore_hidden_tests(nb: NotebookNode, resources: Mapping[str, Any] | None) -> int:
+    """Put the full sources :class:`StripHiddenTests` recorded back into the test cells.
+
+    Returns the number of cells restored.  A recorded test cell whose source
+    changed in between raises (its hidden tests would silently not count).
+    """
+    recorded = (resources or {}).get(FULL_TEST_SOURCES) or {}
+    restored = 0
+    for cell in nb.cells:
+        entry = recorded.get(grade_id(cell) or "") if cell_role(cell) == "test" else None
+        if entry is None:
+            continue
+        source = _text_of(cell.source)
+        if source == entry["full"]:
+            continue
+        if source != entry["visible"]:
+            raise RuntimeError(f"test cell {grade_id(cell)!r} changed after its hidden tests were removed")
+        cell.source = entry["full"]
+        restored += 1
+    return restored
+
+
 # --------------------------------------------------------------------------- SafeExecute
 
 
@@ -244,6 +351,11 @@ class SafeExecute(Execute):
       the cells that ran are still graded and the batch goes on.  A kernel
       that fails to *start* still raises (that is a grader problem, not a
       student one).
+    * A kernel that ignores the interrupt sent at the time limit (student code
+      that ignores SIGINT and loops) is treated the same way: nbclient raises
+      ``CellTimeoutError`` when no output arrives after the interrupt, the
+      kernel is shut down (killed), that cell gets an error output and every
+      later code cell a "not run" one.
     * Outputs are counted while they arrive: past ``max_output_chars`` text
       characters (or ``max_image_chars`` of images) per cell, further output
       is dropped and one "output truncated" note is added.  Error outputs
@@ -261,6 +373,7 @@ class SafeExecute(Execute):
     ).tag(config=True)
 
     _dead_at: int | None = None
+    _not_run_message = NOT_RUN
     _text_used = 0
     _image_used = 0
     _noted: set[str]
@@ -271,6 +384,7 @@ class SafeExecute(Execute):
 
     def preprocess(self, nb: NotebookNode, resources: Any = None, km: Any = None) -> tuple[NotebookNode, Any]:
         self._dead_at = None
+        self._not_run_message = NOT_RUN
         self._reset_budget()
         workdir = notebook_dir(resources or {})
         try:
@@ -290,7 +404,7 @@ class SafeExecute(Execute):
         self._reset_budget()
         if self._dead_at is not None:
             if cell.cell_type == "code":
-                cell.outputs = [error_output("KernelDied", NOT_RUN)]
+                cell.outputs = [error_output("KernelDied", self._not_run_message)]
                 cell.execution_count = None
             return cell, self.resources
         try:
@@ -300,6 +414,30 @@ class SafeExecute(Execute):
             self._dead_at = index
             cell.outputs.append(error_output("DeadKernelError", KERNEL_DIED))
             return cell, self.resources
+        except CellTimeoutError:
+            # nbclient interrupted the kernel at the time limit and then got no output within
+            # iopub_timeout: the kernel ignores the interrupt and is as good as dead.
+            self.log.error("Cell %d still ran after the interrupt; the kernel is shut down and later cells "
+                           "are marked as not run", index)
+            self._dead_at = index
+            self._not_run_message = NOT_RUN_STOPPED
+            self._stop_kernel()
+            cell.outputs.append(error_output("CellTimeoutError", KERNEL_STOPPED))
+            return cell, self.resources
+
+    def _stop_kernel(self) -> None:
+        """Kill the kernel now (no polite shutdown request: it would not be answered)."""
+        if getattr(self, "km", None) is None:
+            return
+        try:
+            run_sync(self._async_stop_kernel)()
+        except Exception as exc:  # noqa: BLE001 - the cleanup of setup_kernel() tries again
+            self.log.warning("Could not shut the unresponsive kernel down: %s", exc)
+
+    async def _async_stop_kernel(self) -> None:
+        assert self.km is not None
+        if await ensure_async(self.km.is_alive()):
+            await ensure_async(self.km.shutdown_kernel(now=True))
 
     def clear_output(self, outs: list[NotebookNode], msg: dict[str, Any], cell_index: int) -> None:
         super().clear_output(outs, msg, cell_index)
@@ -405,11 +543,65 @@ def known_grade_ids(resources: Mapping[str, Any]) -> set[str] | None:
         return {cell.name for cell in notebook.source_cells}
 
 
+# --------------------------------------------------------------------------- OverwriteCellsAnywhere
+
+
+class OverwriteCellsAnywhere(OverwriteCells):
+    """nbgrader's ``OverwriteCells`` that puts back any deleted grade cell.
+
+    With ``add_missing_cells``, nbgrader 0.9.6 inserts a missing grade cell
+    right after the source cell before it and raises ``KeyError`` when that
+    cell is missing too (an empty notebook; an answer cell deleted together
+    with the test after it), so the submission is not graded.  Here a missing
+    grade cell goes after the nearest preceding source cell that is present
+    (answer, test or read-only), or at the start of the notebook; cells put
+    back earlier count as present, so consecutive missing cells keep their
+    order.  Used in place of ``OverwriteCells`` in
+    ``Autograde.sanitize_preprocessors`` (it reads ``OverwriteCells``'s
+    configuration, ``add_missing_cells`` included).
+    """
+
+    def add_missing_grade_cells(self, nb: NotebookNode, resources: Any) -> tuple[NotebookNode, Any]:
+        source_nb = self.gradebook.find_notebook(self.notebook_id, self.assignment_id)
+        source_cells = list(source_nb.source_cells)
+        grade_cells = {cell.name: cell for cell in source_nb.grade_cells}
+        solution_ids = {cell.name for cell in source_nb.solution_cells}
+        for position, source_cell in enumerate(source_cells):
+            name = source_cell.name
+            if name not in grade_cells or name in _present_grade_ids(nb):
+                continue
+            self.log.warning("Missing grade cell %s encountered, adding to notebook", name)
+            cell = self.missing_cell_transform(source_cell, grade_cells[name].max_score,
+                                               is_solution=name in solution_ids)
+            present = _present_grade_ids(nb)
+            before = [c.name for c in source_cells[:position] if c.name in present]
+            nb.cells.insert(present[before[-1]] + 1 if before else 0, cell)
+        return nb, resources
+
+
+def _present_grade_ids(nb: NotebookNode) -> dict[str, int]:
+    """grade_id -> index of the notebook's cells that have one (the last one if repeated)."""
+    return {gid: index for index, cell in enumerate(nb.cells) if (gid := grade_id(cell)) is not None}
+
+
 # --------------------------------------------------------------------------- LimitOutputSize
 
 
 class LimitOutputSize(NbGraderPreprocessor):
-    """Cap the characters of every cell's outputs (text and images) after execution."""
+    """Cap the characters of the outputs (text and images), per cell and for the whole notebook.
+
+    Every code cell keeps at most ``max_chars`` characters of text and
+    ``max_image_chars`` of images (see :func:`cap_outputs`), and all cells
+    together at most ``max_total_chars`` and ``max_total_image_chars``: many
+    cells that each stay under the per-cell cap cannot add up to a huge
+    graded notebook and feedback page.  The notebook budget is spent on test
+    cells first (their outputs are the feedback that matters), then on the
+    other cells in notebook order; a cell cut because the budget ran out gets
+    a note saying so.  Error outputs are always kept (their message and
+    traceback shortened to ``max_chars`` each, or to 2,000 characters once the
+    budget is spent) and count against the budget.  Sits after
+    ``SealedVerdict``, so it measures the outputs that are saved.
+    """
 
     max_chars = Integer(DEFAULT_MAX_OUTPUT_CHARS, help="Text characters of output kept per cell.").tag(
         config=True
@@ -417,11 +609,34 @@ class LimitOutputSize(NbGraderPreprocessor):
     max_image_chars = Integer(DEFAULT_MAX_IMAGE_CHARS, help="Characters of image data kept per cell.").tag(
         config=True
     )
+    max_total_chars = Integer(
+        DEFAULT_MAX_TOTAL_CHARS, help="Text characters of output kept in the whole notebook."
+    ).tag(config=True)
+    max_total_image_chars = Integer(
+        DEFAULT_MAX_TOTAL_IMAGE_CHARS, help="Characters of image data kept in the whole notebook."
+    ).tag(config=True)
 
-    def preprocess_cell(self, cell: NotebookNode, resources: Any, index: int) -> tuple[NotebookNode, Any]:
-        if cell.cell_type == "code":
-            cell.outputs = cap_outputs(cell.outputs, self.max_chars, self.max_image_chars)
-        return cell, resources
+    def preprocess(self, nb: NotebookNode, resources: Any) -> tuple[NotebookNode, Any]:
+        text_left, image_left = self.max_total_chars, self.max_total_image_chars
+        code = [(index, cell) for index, cell in enumerate(nb.cells) if cell.cell_type == "code"]
+        code.sort(key=lambda item: (cell_role(item[1]) != "test", item[0]))
+        budget_note = TOTAL_TRUNCATED_NOTE.format(chars=self.max_total_chars, images=self.max_total_image_chars)
+        for _, cell in code:
+            text_limit = min(self.max_chars, text_left)
+            image_limit = min(self.max_image_chars, image_left)
+            by_budget = text_limit < self.max_chars or image_limit < self.max_image_chars
+            cell.outputs = cap_outputs(
+                cell.outputs,
+                text_limit,
+                image_limit,
+                note_text=budget_note if by_budget else None,
+                error_chars=max(text_limit, min(self.max_chars, MIN_ERROR_CHARS)),
+            )
+            for output in cell.outputs:
+                text, image = output_sizes(output)
+                text_left = max(text_left - text - len(str(output.get("evalue", ""))), 0)
+                image_left = max(image_left - image, 0)
+        return nb, resources
 
 
 # --------------------------------------------------------------------------- SealedVerdict
@@ -525,9 +740,12 @@ class SealedVerdict(NbGraderPreprocessor):
     """Merge the kernel's results with the sealed re-check of every test cell.
 
     A test cell keeps its points only if it ran without an ``error`` output in
-    the kernel and its sealed verdict passed.  Failures of the sealed machinery
-    itself raise, so nbgrader reports the submission as not graded instead of
-    silently giving zero.
+    the kernel and its sealed verdict passed.  The sealed re-check runs the
+    full test cells: the sources :class:`StripHiddenTests` recorded (hidden
+    tests included) are put back into the cells first, so the autograded
+    notebook holds them too.  Failures of the sealed machinery itself raise,
+    so nbgrader reports the submission as not graded instead of silently
+    giving zero.
     """
 
     student_names = List(Unicode(), help="Names the tests may use from the student's code.").tag(config=True)
@@ -555,6 +773,9 @@ class SealedVerdict(NbGraderPreprocessor):
         return tuple(sandboxing.sandbox_prefix(workdir, memory_bytes=self.memory_bytes))
 
     def preprocess(self, nb: NotebookNode, resources: Any) -> tuple[NotebookNode, Any]:
+        restored = restore_hidden_tests(nb, resources)
+        if restored:
+            self.log.info("Hidden tests put back into %d test cells for the sealed re-check", restored)
         source_dir = notebook_dir(resources)
         run_sealed = load_runner(self.runner)
         with tempfile.TemporaryDirectory(prefix="sealed-work-") as tmp:

@@ -18,16 +18,24 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
+import grading.preprocessors as preprocessors
 from grading import grade, sandbox
 from grading.preprocessors import (
+    FULL_TEST_SOURCES,
     LimitOutputSize,
+    OverwriteCellsAnywhere,
     SafeExecute,
     SanitizeNbgraderMetadata,
+    SealedVerdict,
+    StripHiddenTests,
     cap_outputs,
     merged_test_outputs,
     notebooks_hidden,
+    output_sizes,
     redact_hidden_source,
     remove_special_files,
+    restore_hidden_tests,
+    strip_hidden_tests,
 )
 from grading.sealed import Verdict
 
@@ -141,9 +149,72 @@ def test_limit_output_size_preprocessor() -> None:
     assert "truncated" in nb.cells[0].outputs[1].text
 
 
+def test_limit_output_size_caps_the_whole_notebook_and_serves_test_cells_first() -> None:
+    """30 cells each under the per-cell cap add up to 3,000,000 characters; the notebook keeps
+    about max_total_chars, every error, and the outputs of the test cell at the end."""
+    flood = [new_code_cell(f"print({n})", outputs=[stream("w" * 100_000)]) for n in range(30)]
+    crash = new_code_cell("1/0", outputs=[stream("x" * 100_000), new_output(
+        "error", ename="ZeroDivisionError", evalue="division by zero", traceback=["t" * 50_000])])
+    test = new_code_cell("check()", metadata=nbgrader_meta("test_x", grade=True, locked=True, points=1),
+                         outputs=[stream("Visible checks passed\n"), new_output("display_data", data={
+                             "text/plain": "table", "image/png": "A" * 1000})])
+    nb = new_notebook(cells=[*flood, crash, test])
+    nb, _ = LimitOutputSize(max_chars=100_000, max_total_chars=1_000_000, max_total_image_chars=500).preprocess(nb, {})
+    text = sum(output_sizes(o)[0] for c in nb.cells for o in c.outputs)
+    assert 900_000 < text < 1_010_000
+    assert nb.cells[-1].outputs[0].text == "Visible checks passed\n"
+    assert "image/png" not in nb.cells[-1].outputs[1].data  # over the notebook's image budget
+    assert "whole notebook" in "".join(o.get("text", "") for o in nb.cells[-1].outputs)
+    assert len(nb.cells[0].outputs[0].text) == 100_000
+    assert [o.output_type for o in nb.cells[-3].outputs] == ["stream"]  # only the note is left
+    assert "whole notebook" in nb.cells[-3].outputs[0].text
+    errors = [o for o in nb.cells[-2].outputs if o.output_type == "error"]
+    assert errors and errors[0].evalue == "division by zero" and len("".join(errors[0].traceback)) < 3_000
+
+
+def test_limit_output_size_budget_is_configurable() -> None:
+    nb = new_notebook(cells=[new_code_cell("p()", outputs=[stream("y" * 600)]) for _ in range(3)])
+    nb, _ = LimitOutputSize(max_chars=1000, max_total_chars=1000).preprocess(nb, {})
+    assert [len(o.text) for o in nb.cells[0].outputs] == [600]
+    assert len(nb.cells[1].outputs[0].text) == 400 and "whole notebook" in nb.cells[1].outputs[1].text
+    assert [o.text for o in nb.cells[2].outputs if "whole notebook" not in o.text] == []
+
+
 def fake_stream_msg(text: str, name: str = "stdout") -> dict:
     return {"msg_type": "stream", "header": {"msg_type": "stream"}, "content": {"name": name, "text": text},
             "parent_header": {"msg_id": "m"}}
+
+
+def kernel_names() -> list[object]:
+    sealed = pytest.param("python3-sealed", marks=needs_bwrap)
+    return ["python3", sealed]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kernel_name", kernel_names())
+def test_safe_execute_shuts_down_a_kernel_that_ignores_the_interrupt(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kernel_name: str) -> None:
+    """A cell that ignores SIGINT and loops past the time limit fails, later cells are not run,
+    the kernel is gone and no exception escapes."""
+    if kernel_name == "python3-sealed":
+        sandbox.write_sealed_kernelspec(tmp_path / "jupyter")
+        monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    work = tmp_path / "work"
+    work.mkdir()
+    nb = new_notebook(cells=[
+        new_code_cell("x = 1\nprint('before')"),
+        new_code_cell("import signal\n\ndef spin():\n    signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+                      "    while True:\n        pass\n\nprint('spinning', flush=True)\nspin()"),
+        new_markdown_cell("after"),
+        new_code_cell("print(x)"),
+    ])
+    pre = SafeExecute(timeout=2, kernel_name=kernel_name)
+    nb, _ = pre.preprocess(nb, {"metadata": {"path": str(work)}})
+    assert nb.cells[0].outputs[0].text == "before\n"
+    assert nb.cells[1].outputs[0].text == "spinning\n"
+    assert nb.cells[1].outputs[-1].ename == "CellTimeoutError"
+    assert nb.cells[3].outputs[0].ename == "KernelDied" and nb.cells[3].outputs[0].evalue.startswith("not run")
+    assert pre.km is None  # shut down and cleaned up
 
 
 def test_safe_execute_caps_streaming_output() -> None:
@@ -186,6 +257,111 @@ def test_sealed_message_quoting_a_hidden_line_is_redacted() -> None:
     assert redact_hidden_source("AssertionError: line 3: assert f(2) == 99", source) == (
         "AssertionError: a hidden test failed")
     assert redact_hidden_source("AssertionError: line 1: assert f(1) == 1", source).endswith("== 1")
+
+
+# --------------------------------------------------------------------------- hidden tests stay out of the kernel
+
+HIDDEN_TEST = (
+    "import numpy as np\nassert add(1, 2) == 3\nprint('visible test passed')\n"
+    "### BEGIN HIDDEN TESTS\nassert add(20, 22) == 42, 'HIDDEN-CHECK-MARKER'\n### END HIDDEN TESTS"
+)
+HIDDEN_ONLY_TEST = "### BEGIN HIDDEN TESTS\nassert add(2, 2) == 4  # HIDDEN-ONLY-MARKER\n### END HIDDEN TESTS\n"
+
+
+def hidden_tests_notebook() -> nbformat.NotebookNode:
+    return new_notebook(cells=[
+        new_code_cell("def add(a, b):\n    return a + b", metadata=nbgrader_meta("answer", solution=True)),
+        new_code_cell(HIDDEN_TEST, metadata=nbgrader_meta("test_add", grade=True, locked=True, points=1)),
+        new_code_cell(HIDDEN_ONLY_TEST, metadata=nbgrader_meta("test_hidden", grade=True, locked=True, points=1)),
+        new_code_cell("print('### BEGIN HIDDEN TESTS')"),  # student code is never edited
+    ])
+
+
+def test_strip_hidden_tests_keeps_the_visible_lines() -> None:
+    assert strip_hidden_tests(HIDDEN_TEST) == (
+        "import numpy as np\nassert add(1, 2) == 3\nprint('visible test passed')")
+    assert strip_hidden_tests(HIDDEN_ONLY_TEST).strip() == ""
+    assert strip_hidden_tests("a = 1\n### BEGIN HIDDEN TESTS\nsecret()") == "a = 1"  # unterminated
+
+
+def test_hidden_tests_are_recorded_stripped_and_put_back() -> None:
+    nb = hidden_tests_notebook()
+    original = copy.deepcopy(nb)
+    nb, resources = StripHiddenTests().preprocess(nb, {})
+    assert "HIDDEN" not in nb.cells[1].source and "visible test passed" in nb.cells[1].source
+    assert nb.cells[2].source.strip() == ""
+    assert nb.cells[3].source == original.cells[3].source
+    assert resources[FULL_TEST_SOURCES]["test_add"]["full"] == HIDDEN_TEST
+    assert restore_hidden_tests(nb, resources) == 2
+    assert [c.source for c in nb.cells] == [c.source for c in original.cells]
+    assert restore_hidden_tests(nb, resources) == 0  # already whole
+    nb.cells[1].source = "pass"
+    with pytest.raises(RuntimeError, match="test_add"):
+        restore_hidden_tests(nb, resources)
+
+
+def test_sealed_verdict_checks_and_saves_the_full_test_cells(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernel got the visible part only; the sealed run gets the full cells (and its verdict
+    on a hidden check counts), and the cells end up whole again."""
+    seen: dict[str, str] = {}
+
+    def fake_run_sealed(nb: nbformat.NotebookNode, **kwargs: object) -> dict[str, Verdict]:
+        for cell in nb.cells:
+            gid = cell.metadata.get("nbgrader", {}).get("grade_id")
+            if cell.metadata.get("nbgrader", {}).get("grade"):
+                seen[gid] = cell.source
+        return {"test_add": Verdict("test_add", True, "", 0.1),
+                "test_hidden": Verdict("test_hidden", False, "AssertionError: line 2: assert add(2, 2) == 4", 0.1)}
+
+    monkeypatch.setattr(preprocessors, "load_runner", lambda dotted: fake_run_sealed)
+    nb = hidden_tests_notebook()
+    nb, resources = StripHiddenTests().preprocess(nb, {})
+    nb.cells[1].outputs = [stream("visible test passed\n")]  # what the kernel printed
+    nb, resources = SealedVerdict(sandbox=False).preprocess(nb, resources)
+    assert seen == {"test_add": HIDDEN_TEST, "test_hidden": HIDDEN_ONLY_TEST}
+    assert nb.cells[1].source == HIDDEN_TEST and nb.cells[2].source == HIDDEN_ONLY_TEST
+    assert [o.output_type for o in nb.cells[1].outputs] == ["stream"]
+    assert nb.cells[2].outputs[0].traceback == ["AssertionError: a hidden test failed"]  # line 2 is hidden
+
+
+# --------------------------------------------------------------------------- missing cells put back
+
+
+def saved_gradebook(tmp_path: Path) -> dict:
+    """A gradebook holding the dummy notebook's cells, as generate_assignment leaves it."""
+    from nbgrader.api import Gradebook
+    from nbgrader.preprocessors import ComputeChecksums, SaveCells
+
+    db_url = f"sqlite:///{tmp_path / 'gradebook.db'}"
+    with Gradebook(db_url) as gb:
+        gb.add_assignment("a1")
+    resources = {"nbgrader": {"db_url": db_url, "assignment": "a1", "notebook": "dummy"}}
+    nb, resources = ComputeChecksums().preprocess(dummy_source_notebook(), resources)
+    SaveCells().preprocess(nb, resources)
+    return resources
+
+
+def cell_ids(nb: nbformat.NotebookNode) -> list[str | None]:
+    return [c.metadata.get("nbgrader", {}).get("grade_id") for c in nb.cells]
+
+
+@pytest.mark.parametrize("kept, expected", [
+    ([], ["test_add", "test_crash", "test_shout"]),                      # an empty notebook
+    (["imports", "test_crash"], ["imports", "test_add", "test_crash", "test_shout"]),  # answer and test gone
+    (["test_shout"], ["test_add", "test_crash", "test_shout"]),
+])
+def test_missing_test_cells_are_put_back_after_the_nearest_cell_present(
+        tmp_path: Path, kept: list[str], expected: list[str]) -> None:
+    from nbgrader.preprocessors import CheckCellMetadata
+
+    resources = saved_gradebook(tmp_path)
+    nb = dummy_source_notebook()
+    nb.cells = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") in kept]
+    nb, resources = OverwriteCellsAnywhere(add_missing_cells=True).preprocess(nb, resources)
+    assert cell_ids(nb) == expected
+    CheckCellMetadata().preprocess(nb, resources)  # valid nbgrader cells
+    added = nb.cells[cell_ids(nb).index("test_add")]
+    assert "HIDDEN-CHECK-MARKER" in added["source"] and added["metadata"]["nbgrader"]["points"] == 1
 
 
 # --------------------------------------------------------------------------- files and metadata
@@ -287,7 +463,15 @@ SUBMISSIONS = {
     "for p in ['../../..', '../../../gradebook.db', '../../../source']:\n"
     "    try:\n        os.listdir(p) if os.path.isdir(p) else open(p).read()\n        print('VISIBLE', p)\n"
     "    except OSError:\n        print('HIDDEN', p)\n",
+    # called in the last test cell: prints what the kernel's input history holds of the hidden test
+    "peek": GOOD.replace("def shout(s):\n", "def shout(s):\n"
+                         "    try:\n        history = get_ipython().user_ns.get('_ih', [])\n"
+                         "    except NameError:  # the sealed worker has no IPython\n        history = []\n"
+                         "    print('PEEKED', len(history), [line for cell in history for line in cell.splitlines()\n"
+                         "                                   if 'add(20, ' + '22)' in line or 'HID' + 'DEN' in line])\n"),
 }
+# Students whose notebook is built differently (see write_submissions).
+EXTRA_STUDENTS = ["pasted", "gutted"]
 
 
 def make_dummy_course(root: Path) -> Path:
@@ -329,6 +513,12 @@ def write_submissions(course: Path, dest: Path) -> Path:
     folder = dest / "pasted" / "a1"
     folder.mkdir(parents=True)
     nbformat.write(nb, folder / "dummy.ipynb")
+    # the answer cell and the test after it deleted: nbgrader's OverwriteCells raised KeyError
+    nb = student_notebook(release, GOOD)
+    nb.cells = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") not in ("answer", "test_add")]
+    folder = dest / "gutted" / "a1"
+    folder.mkdir(parents=True)
+    nbformat.write(nb, folder / "dummy.ipynb")
     return dest
 
 
@@ -350,7 +540,7 @@ def graded(tmp_path_factory: pytest.TempPathFactory) -> dict:
     from nbgrader.api import Gradebook
 
     with Gradebook(grade.gradebook_url(out / "gradebook.db")) as gb:
-        for student in [*SUBMISSIONS, "pasted"]:
+        for student in [*SUBMISSIONS, *EXTRA_STUDENTS]:
             notebook = gb.find_submission_notebook("dummy", "a1", student)
             scores[student] = {g.name: g.auto_score for g in notebook.grades}
     return {"result": result, "out": out, "csv": csv, "scores": scores}
@@ -365,9 +555,9 @@ def autograded_cells(out: Path, student: str) -> dict[str, nbformat.NotebookNode
 def test_batch_exits_zero_and_reports_every_student(graded: dict) -> None:
     result = graded["result"]
     assert result.returncode == 0, result.stdout + result.stderr
-    for student in [*SUBMISSIONS, "pasted"]:
+    for student in [*SUBMISSIONS, *EXTRA_STUDENTS]:
         assert student in result.stdout
-    assert graded["csv"].read_text().count("\n") == len(SUBMISSIONS) + 2  # header + students
+    assert graded["csv"].read_text().count("\n") == len(SUBMISSIONS) + len(EXTRA_STUDENTS) + 1  # header + students
 
 
 @pytest.mark.slow
@@ -406,10 +596,27 @@ def test_copy_pasted_test_cell_is_graded(graded: dict) -> None:
 
 
 @pytest.mark.slow
+def test_deleted_answer_and_test_cells_are_graded(graded: dict) -> None:
+    assert graded["scores"]["gutted"] == {"test_add": 0, "test_crash": 0, "test_shout": 0}
+    assert "test_add" in autograded_cells(graded["out"], "gutted")
+
+
+@pytest.mark.slow
+def test_kernel_never_sees_the_hidden_tests(graded: dict) -> None:
+    """Student code that prints the kernel's input history finds the visible checks only; the
+    hidden test still counts (sealed) and is back in the graded notebook."""
+    assert graded["scores"]["peek"] == {"test_add": 1, "test_crash": 1, "test_shout": 1}
+    cells = autograded_cells(graded["out"], "peek")
+    printed = "".join(o.get("text", "") for o in cells["test_shout"].outputs)
+    assert "PEEKED" in printed and "[]" in printed and "HIDDEN" not in printed
+    assert "HIDDEN-CHECK-MARKER" in cells["test_add"].source
+
+
+@pytest.mark.slow
 def test_feedback_has_no_hidden_tests(graded: dict) -> None:
     out = graded["out"]
     autograded = (out / "autograded" / "good" / "a1" / "dummy.ipynb").read_text()
-    assert "HIDDEN-CHECK-MARKER" in autograded  # the hidden test did run
+    assert "HIDDEN-CHECK-MARKER" in autograded  # the sealed re-check ran it; the graded notebook holds it
     for student in SUBMISSIONS:
         html = (out / "feedback" / student / "a1" / "dummy.html").read_text()
         assert "HIDDEN-CHECK-MARKER" not in html and "BEGIN HIDDEN TESTS" not in html
