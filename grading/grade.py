@@ -12,6 +12,10 @@ single ``alice.ipynb`` for a one-notebook assignment.
 
 What happens:
 
+0. The course's ``nbgrader_config.py`` is loaded the way nbgrader loads it;
+   grading stops (exit status 2) if it fails to load or if
+   ``Autograde.autograde_preprocessors`` lacks ``SafeExecute`` or
+   ``SealedVerdict`` (nbgrader itself would grade with its defaults).
 1. The course gradebook must know the assignment; if it does not,
    ``nbgrader generate_assignment --force`` is run in the course first.
 2. A scratch course is built in a temporary directory: the course's
@@ -22,16 +26,25 @@ What happens:
    with the kernel ``python3-sealed`` (ipykernel inside bubblewrap; the
    autograded notebook's directory is the only course path it sees).
 4. Optionally ``nbgrader generate_feedback`` and ``nbgrader export``.
-5. Autograded notebooks, feedback, logs, the CSV and the gradebook are copied
-   to ``--out`` (default: the course itself) and a score table is printed.
+5. Autograded notebooks, feedback pages, logs, the CSV and the gradebook are
+   copied to ``--out`` (default: the course itself) and a score table is
+   printed.  Only the assignment's notebooks and their feedback pages are
+   copied per student (never other files a student's code left in its
+   directory), with a size bound; a student whose results cannot be copied
+   is reported and does not stop the others.
+
+A one-notebook assignment handed in under another name (``embeddings (1).ipynb``,
+the only notebook in the folder) is graded under the assignment's notebook name.
 
 Exit status: 0 if every submission was graded (a notebook whose kernel died
-counts as graded), 1 if some were not, 2 for usage errors.
+counts as graded) and its results copied, 1 if some were not, 2 for usage
+errors (including an unusable course configuration).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -55,7 +68,10 @@ STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,99}$")
 SKIP_NAMES = {".ipynb_checkpoints", "__pycache__", ".DS_Store", "__MACOSX"}
 MAX_SUBMISSION_BYTES = 200 * 1024**2
 MAX_SUBMISSION_FILES = 2_000
+MAX_RESULT_BYTES = 200 * 1024**2  # autograded notebooks and feedback pages copied out per student
+MAX_LOG_BYTES = 20 * 1024**2  # of each log copied out (the rest is cut)
 DEFAULT_TIMEOUT = 1800.0
+REQUIRED_PREPROCESSORS = ("grading.preprocessors.SafeExecute", "grading.preprocessors.SealedVerdict")
 
 
 @dataclass(frozen=True)
@@ -80,6 +96,7 @@ class StudentResult:
     failed_tests: list[str] = field(default_factory=list)
     log: Path | None = None
     note: str = ""
+    copy_failed: bool = False  # graded, but its notebooks or feedback could not be copied to --out
 
 
 class UsageError(Exception):
@@ -148,6 +165,78 @@ def nbgrader_env(scratch: Path | None = None) -> dict[str, str]:
 def nbgrader_command(*args: str) -> list[str]:
     """``nbgrader`` run with this interpreter."""
     return [sys.executable, "-m", "nbgrader", *args]
+
+
+# Run in a subprocess (the course config is code; it must not change this process): load the
+# configuration like ``nbgrader`` does (its config file search path, the working directory's
+# nbgrader_config.py last) but raise instead of logging "Exception while loading config file" and
+# going on with the defaults.  Prints JSON: {"error": ...} or the autograde preprocessors.
+_CONFIG_PROBE = r"""
+import json, sys, traceback
+try:
+    from nbgrader.apps.autogradeapp import AutogradeApp
+    from traitlets.utils.importstring import import_item
+
+    app = AutogradeApp()
+    app.raise_config_file_errors = True
+    app.load_config_file()
+    config = app.config
+    if "Autograde" in config and "autograde_preprocessors" in config.Autograde:
+        raw = list(config.Autograde.autograde_preprocessors)
+    else:
+        raw = None
+    names, unimportable = [], []
+    for item in raw or []:
+        if isinstance(item, str):
+            name = item
+            try:
+                import_item(item)
+            except Exception as exc:
+                unimportable.append(f"{item}: {type(exc).__name__}: {exc}")
+        else:
+            name = f"{item.__module__}.{item.__qualname__}"
+        names.append(name)
+    print(json.dumps({"preprocessors": None if raw is None else names, "unimportable": unimportable}))
+except BaseException:
+    print(json.dumps({"error": traceback.format_exc(limit=-3)}))
+"""
+
+
+def check_course_config(course: Path) -> list[str]:
+    """Load the course configuration like nbgrader does; raise UsageError unless it is usable.
+
+    nbgrader logs a config file that fails to load and grades with its defaults, which would
+    silently drop the sealed re-check (``SealedVerdict``) and the dead-kernel tolerant execution
+    (``SafeExecute``).  Returns the autograde preprocessors.
+    """
+    config = course / "nbgrader_config.py"
+    if not config.is_file():
+        raise UsageError(f"no nbgrader_config.py in {course}: nbgrader would grade without the sealed re-check")
+    try:
+        proc = subprocess.run([sys.executable, "-c", _CONFIG_PROBE], cwd=course, env=nbgrader_env(),
+                              capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as exc:
+        raise UsageError(f"loading {config} took more than {exc.timeout:g} s") from exc
+    lines = proc.stdout.strip().splitlines()
+    try:
+        report = json.loads(lines[-1]) if lines else {}
+    except json.JSONDecodeError:
+        report = {}
+    if "error" in report or ("preprocessors" not in report):
+        detail = report.get("error") or (proc.stdout + proc.stderr).strip() or f"exit status {proc.returncode}"
+        raise UsageError(f"the nbgrader configuration does not load ({config}); nbgrader would grade with "
+                         f"its defaults, without the sealed re-check:\n{detail.rstrip()}")
+    preprocessors = report["preprocessors"]
+    if preprocessors is None:
+        raise UsageError(f"{config} does not set c.Autograde.autograde_preprocessors; nbgrader's defaults "
+                         f"have no sealed re-check (need {', '.join(REQUIRED_PREPROCESSORS)})")
+    missing = [name for name in REQUIRED_PREPROCESSORS if name not in preprocessors]
+    if missing:
+        raise UsageError(f"c.Autograde.autograde_preprocessors (as loaded from {config}) lacks "
+                         f"{', '.join(missing)}; refusing to grade without them")
+    if report.get("unimportable"):
+        raise UsageError("autograde preprocessors that cannot be imported: " + "; ".join(report["unimportable"]))
+    return preprocessors
 
 
 def ensure_gradebook(course: Path, assignment: str, regenerate: bool) -> list[str]:
@@ -319,8 +408,15 @@ def directory_submissions(path: Path, assignment: str) -> list[Submission]:
     return found
 
 
-def stage_submission(sub: Submission, scratch: Path, assignment: str, notebooks: Sequence[str]) -> Path:
-    """Copy a submission into ``scratch/submitted/<student>/<assignment>/``."""
+def stage_submission(
+    sub: Submission, scratch: Path, assignment: str, notebooks: Sequence[str], notes: list[str] | None = None
+) -> Path:
+    """Copy a submission into ``scratch/submitted/<student>/<assignment>/``.
+
+    For a one-notebook assignment whose notebook is missing from the folder, the folder's only
+    notebook (``embeddings (1).ipynb``, a second download) is staged under the expected name
+    (nbgrader would skip it as an unknown notebook); a note saying so is appended to ``notes``.
+    """
     if sub.path is None:
         raise UsageError(sub.problem or "nothing to grade")
     dest = scratch / "submitted" / sub.student / assignment
@@ -331,7 +427,24 @@ def stage_submission(sub: Submission, scratch: Path, assignment: str, notebooks:
         shutil.copy2(sub.notebook_file, dest / f"{notebooks[0]}.ipynb")
     else:
         copy_tree(sub.path, dest)
+        note = adopt_renamed_notebook(dest, notebooks)
+        if note and notes is not None:
+            notes.append(note)
     return dest
+
+
+def adopt_renamed_notebook(folder: Path, notebooks: Sequence[str]) -> str | None:
+    """Rename the only notebook of ``folder`` to the one expected notebook; return a note or None."""
+    if len(notebooks) != 1:
+        return None
+    expected = folder / f"{notebooks[0]}.ipynb"
+    if expected.exists() or expected.is_symlink():
+        return None
+    found = [p for p in folder.iterdir() if p.suffix == ".ipynb" and p.is_file() and not p.is_symlink()]
+    if len(found) != 1:
+        return None
+    found[0].rename(expected)
+    return f"graded {found[0].name!r} as {expected.name}"
 
 
 # --------------------------------------------------------------------------- running nbgrader
@@ -402,13 +515,18 @@ def grade_one(
     """Stage and autograde one submission; never raises for problems of the submission."""
     log = scratch / "logs" / f"{sub.student}.log"
     start = time.monotonic()
+    notes: list[str] = []
     try:
         if sub.problem is not None:
             raise UsageError(sub.problem)
-        stage_submission(sub, scratch, assignment, notebooks)
+        stage_submission(sub, scratch, assignment, notebooks, notes)
     except (UsageError, OSError) as exc:
         log.write_text(f"could not stage submission: {exc}\n")
         return StudentResult(sub.student, "error", 0.0, log=log, note=str(exc))
+    if notes:
+        with open(log, "a") as out:
+            out.writelines(f"{note}\n" for note in notes)
+    note = "; ".join(notes)
     code = run_bounded(
         nbgrader_command(*autograde_args(assignment, sub.student, scratch, sandboxed=sandboxed)),
         cwd=scratch, env=nbgrader_env(scratch), timeout=timeout, log=log,
@@ -417,13 +535,41 @@ def grade_one(
     partial = scratch / "autograded" / sub.student / assignment
     if code is None:
         shutil.rmtree(partial, ignore_errors=True)  # half-written: no feedback, nothing copied out
-        return StudentResult(sub.student, "timeout", seconds, log=log, note=f"killed after {timeout:g} s")
+        return StudentResult(sub.student, "timeout", seconds, log=log,
+                             note=join_notes(note, f"killed after {timeout:g} s"))
     result = read_result(scratch / "gradebook.db", assignment, sub.student)
     if code != 0 or result is None or not autograded_ok(scratch, assignment, sub.student, notebooks):
         shutil.rmtree(partial, ignore_errors=True)
-        return StudentResult(sub.student, "error", seconds, log=log, note=f"nbgrader failed, see {log.name}")
+        return StudentResult(sub.student, "error", seconds, log=log,
+                             note=join_notes(note, f"nbgrader failed, see {log.name}"))
     score, max_score, failed = result
-    return StudentResult(sub.student, "graded", seconds, score, max_score, failed, log=log)
+    try:
+        prune_autograded(partial, notebooks)
+    except OSError as exc:
+        with open(log, "a") as out:
+            out.write(f"could not remove the files left next to the autograded notebooks: {exc}\n")
+    return StudentResult(sub.student, "graded", seconds, score, max_score, failed, log=log, note=note)
+
+
+def prune_autograded(folder: Path, notebooks: Sequence[str]) -> None:
+    """Delete everything but the notebooks from a student's autograded folder.
+
+    Nothing else is copied out, and ``generate_feedback`` would copy every file the student's
+    code left there (20,000 files take it minutes) into the feedback folder.
+    """
+    keep = {f"{name}.ipynb" for name in notebooks}
+    for path in list(folder.iterdir()):
+        if path.name in keep and path.is_file() and not path.is_symlink():
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
+def join_notes(*notes: str) -> str:
+    """Non-empty notes joined with ``; ``."""
+    return "; ".join(n for n in notes if n)
 
 
 def run_step(args: Sequence[str], scratch: Path, log: Path) -> bool:
@@ -435,27 +581,79 @@ def run_step(args: Sequence[str], scratch: Path, log: Path) -> bool:
 # --------------------------------------------------------------------------- results
 
 
-def replace_tree(src: Path, dest: Path) -> None:
-    """Copy directory ``src`` to ``dest`` (regular files only), replacing what was there."""
-    if dest.exists():
-        shutil.rmtree(dest)
-    copy_tree(src, dest, max_bytes=10 * MAX_SUBMISSION_BYTES, max_files=10 * MAX_SUBMISSION_FILES)
+def copy_bounded(src: Path, dest: Path, budget: int) -> int:
+    """Copy regular file ``src`` to ``dest`` if it fits in ``budget`` bytes; return its size.
+
+    Raises UsageError (nothing is written) if it does not fit, OSError if copying fails.
+    """
+    if src.is_symlink() or not src.is_file():
+        raise UsageError(f"{src.name} is not a regular file")
+    size = src.stat().st_size
+    if size > budget:
+        raise UsageError(f"{src.name} is too large to copy ({size} bytes, {budget} left of {MAX_RESULT_BYTES})")
+    shutil.copy2(src, dest)
+    return size
+
+
+def copy_student_results(scratch: Path, out: Path, assignment: str, student: str, notebooks: Sequence[str]) -> None:
+    """Copy one student's autograded notebooks and feedback pages to ``out`` (nothing else).
+
+    What the student's code left next to its notebook (data files, thousands of files, gigabytes)
+    stays in the scratch course.  The previous results of the student are replaced.  Raises
+    UsageError or OSError for this student only.
+    """
+    budget = MAX_RESULT_BYTES
+    for kind, suffix in (("autograded", ".ipynb"), ("feedback", ".html")):
+        src = scratch / kind / student / assignment
+        dest = out / kind / student / assignment
+        if not src.is_dir():
+            continue
+        if dest.is_symlink() or dest.is_file():
+            dest.unlink()
+        elif dest.exists():
+            shutil.rmtree(dest)
+        dest.mkdir(parents=True)
+        for name in notebooks:
+            path = src / f"{name}{suffix}"
+            if path.exists() or path.is_symlink():
+                budget -= copy_bounded(path, dest / path.name, budget)
+
+
+def copy_log(src: Path, dest: Path, max_bytes: int = MAX_LOG_BYTES) -> None:
+    """Copy a log file, cut after ``max_bytes`` bytes."""
+    with open(src, "rb") as fin, open(dest, "wb") as fout:
+        fout.write(fin.read(max_bytes))
+        if fin.read(1):
+            fout.write(f"\n*** log cut after {max_bytes} bytes ***\n".encode())
+    shutil.copystat(src, dest)
 
 
 def copy_results(
     scratch: Path, out: Path, assignment: str, results: Sequence[StudentResult], *, course_gradebook: Path,
-    gradebook_mtime: float, to_course: bool,
+    gradebook_mtime: float, to_course: bool, notebooks: Sequence[str] = (),
 ) -> Path:
-    """Copy autograded notebooks, feedback, logs and the gradebook to ``out``; return the gradebook path."""
+    """Copy autograded notebooks, feedback, logs and the gradebook to ``out``; return the gradebook path.
+
+    A student whose results cannot be copied gets a note (and a warning is printed); the others
+    are copied all the same.  ``notebooks`` are the assignment's notebook names (default: the
+    notebooks nbgrader wrote for each student).
+    """
     for result in results:
-        for kind in ("autograded", "feedback"):
-            src = scratch / kind / result.student / assignment
-            if src.is_dir():
-                replace_tree(src, out / kind / result.student / assignment)
+        names = list(notebooks) or sorted(
+            p.stem for p in (scratch / "autograded" / result.student / assignment).glob("*.ipynb"))
+        try:
+            copy_student_results(scratch, out, assignment, result.student, names)
+        except (UsageError, OSError, shutil.Error) as exc:
+            result.copy_failed = True
+            result.note = join_notes(result.note, f"results not copied: {exc}")
+            print(f"warning: results of {result.student} not copied to {out}: {exc}")
     logs = out / "grading_logs" / assignment
     logs.mkdir(parents=True, exist_ok=True)
     for log in (scratch / "logs").glob("*.log"):
-        shutil.copy2(log, logs / log.name)
+        try:
+            copy_log(log, logs / log.name)
+        except OSError as exc:
+            print(f"warning: log {log.name} not copied: {exc}")
     target = out / "gradebook.db"
     if to_course:
         if course_gradebook.stat().st_mtime != gradebook_mtime:
@@ -472,7 +670,7 @@ def format_table(results: Sequence[StudentResult]) -> str:
     rows = [("student", "status", "score", "seconds", "not full marks / notes")]
     for r in sorted(results, key=lambda r: r.student):
         score = f"{r.score:g}/{r.max_score:g}" if r.score is not None and r.max_score is not None else "-"
-        rows.append((r.student, r.status, score, f"{r.seconds:.1f}", ", ".join(r.failed_tests) or r.note))
+        rows.append((r.student, r.status, score, f"{r.seconds:.1f}", join_notes(", ".join(r.failed_tests), r.note)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     lines = []
     for row in rows:
@@ -533,7 +731,8 @@ def print_summary(args: argparse.Namespace, out: Path, gradebook: Path, results:
 
 
 def prepare(args: argparse.Namespace, course: Path, scratch: Path) -> tuple[list[str], list[Submission], float]:
-    """Check the gradebook, build the scratch course, collect submissions (raises UsageError)."""
+    """Check the config and gradebook, build the scratch course, collect submissions (raises UsageError)."""
+    check_course_config(course)
     notebooks = ensure_gradebook(course, args.assignment, args.regenerate)
     stale = stale_test_cells(course, args.assignment, notebooks)
     if stale:
@@ -569,12 +768,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         for warning in post_steps(args, scratch, bool(graded)):
             print(f"warning: {warning}")
         out = (args.out or course).resolve()
-        gradebook = copy_results(
-            scratch, out, args.assignment, results, course_gradebook=course / "gradebook.db",
-            gradebook_mtime=gradebook_mtime, to_course=args.out is None,
-        )
+        try:
+            gradebook = copy_results(
+                scratch, out, args.assignment, results, course_gradebook=course / "gradebook.db",
+                gradebook_mtime=gradebook_mtime, to_course=args.out is None, notebooks=notebooks,
+            )
+        except (OSError, shutil.Error, UsageError) as exc:
+            args.keep_scratch = True  # the grades exist only there now
+            print(f"error: results could not be copied to {out}: {exc}", file=sys.stderr)
+            print()
+            print(format_table(results))
+            return 1
         print_summary(args, out, gradebook, results)
-        return 0 if len(graded) == len(results) else 1
+        complete = [r for r in graded if not r.copy_failed]
+        return 0 if len(complete) == len(results) else 1
     finally:
         if args.keep_scratch:
             print(f"scratch course kept at {scratch}")

@@ -14,10 +14,30 @@ Everything else (the course root, ``source/``, ``gradebook.db``, other
 students' submissions, the grader's home directory) does not exist inside.
 Directories that only lead to a bound path are created with mode ``0111`` so
 they can be traversed but not listed (except the parents of this package,
-which Python must list to import it; they hold nothing but the bound paths).  All namespaces are unshared except the
-network one, because the kernel talks to the grader over ZeroMQ on loopback.
-Resource limits (address space, processes, file size) are applied with
-``prlimit`` inside the sandbox.
+which Python must list to import it; they hold nothing but the bound paths).
+
+Network: the sealed worker talks to the checker over inherited pipes only,
+so by default the sandbox has a network namespace of its own (loopback only,
+nothing of the grading machine is reachable).  The notebook kernel is the
+exception (``network=True``): nbclient talks to it over ZeroMQ on TCP
+loopback, so the kernel shares the grader's network and can reach whatever
+the grading machine can reach (loopback services included).  A deployment
+closes that outside this module: a dedicated grading VM or container with
+nothing worth reaching, and/or a firewall rule against new connections from
+the sandbox uids (the kernel only answers connections nbclient opens), e.g.
+``nft add rule inet filter output meta skuid 1950000000-1950999999 ct state
+new drop`` (uids as below; a grader that is not root runs the kernel under
+its own uid, so there the rule must match a dedicated grading account).
+
+Limits: ``prlimit`` sets address space, processes and file size inside the
+sandbox.  Linux exempts uid 0 from ``RLIMIT_NPROC``, and bubblewrap started
+by root maps the sandbox to root (``--uid`` only renames root inside a user
+namespace), so when the grader runs as root the sandboxed command is started
+without a user namespace and switched by ``setpriv`` to a fresh unprivileged
+uid (``SANDBOX_UID_BASE`` onwards) with no capabilities; its work directory
+is handed to that uid.  Memory is limited per process only (``RLIMIT_AS``); a
+cgroup per sandbox would bound the whole process tree but needs a writable
+cgroup hierarchy (deployment specific) and is not used.
 
 Run as a script, this module is the launcher of the ``python3-sealed``
 kernel::
@@ -34,9 +54,11 @@ import argparse
 import functools
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -45,6 +67,11 @@ DEFAULT_MEMORY_BYTES = 4 * 1024**3
 DEFAULT_NPROC = 512
 DEFAULT_FSIZE_BYTES = 256 * 1024**2
 DEFAULT_TMP_BYTES = 512 * 1024**2
+# Unprivileged uids (and gids) for sandboxes started by root: one at random per sandbox, so the
+# RLIMIT_NPROC count of one sandbox is not shared with others running at the same time.  The
+# range has no users in /etc/passwd (nothing in the kernel or the worker needs a user name).
+SANDBOX_UID_BASE = 1_950_000_000
+SANDBOX_UID_COUNT = 1_000_000
 
 # Where the grading package is importable from inside the sandbox.
 SANDBOX_LIB_DIR = Path("/opt/sandbox-lib")
@@ -151,6 +178,50 @@ def _hidden_parent_args(targets: Sequence[Path], listable: Sequence[Path] = ()) 
     return args
 
 
+def _open_dir_args(targets: Sequence[Path], listable: Sequence[Path]) -> list[str]:
+    """Create the directories the sandboxed (unprivileged) process must list or enter as 0755.
+
+    bubblewrap started by root creates the parents of bind targets with mode 0700, which a
+    sandbox running under another uid could not enter (``/etc``, ``/opt``, the parents of this
+    package).
+    """
+    wanted = {Path("/etc"), Path("/opt"), SANDBOX_LIB_DIR}
+    for path in listable:
+        wanted.update(path.parents)
+    skip = {Path("/"), Path("/tmp"), *targets}
+    args: list[str] = []
+    for path in sorted(wanted - skip, key=lambda p: len(p.parts)):
+        if path == Path("/etc") or not _covered(path, _SYSTEM_MOUNTS):
+            args += ["--perms", "0755", "--dir", str(path)]
+    return args
+
+
+def sandbox_uid() -> int | None:
+    """A fresh unprivileged uid for one sandbox if the grader runs as root, else ``None``.
+
+    Without root there is nothing to drop: the sandbox runs as the grader's uid, to which
+    ``RLIMIT_NPROC`` applies.
+    """
+    if os.geteuid() != 0:
+        return None
+    return SANDBOX_UID_BASE + secrets.randbelow(SANDBOX_UID_COUNT)
+
+
+def hand_over(path: os.PathLike[str] | str, uid: int) -> None:
+    """Give ``path`` (and everything below a directory) to ``uid``/``uid``; links are not followed.
+
+    A directory stays enterable by root without capabilities (bubblewrap changes into the work
+    directory after dropping them), so it gets at least mode 0711.
+    """
+    top = Path(path)
+    os.lchown(top, uid, uid)
+    if top.is_dir() and not top.is_symlink():
+        os.chmod(top, (top.stat().st_mode & 0o7777) | 0o711)
+        for root, dirs, files in os.walk(top):
+            for name in [*dirs, *files]:
+                os.lchown(os.path.join(root, name), uid, uid)
+
+
 def sandbox_env(workdir: Path, environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """Environment of the sandboxed process: a small allowlist plus fixed values."""
     source = os.environ if environ is None else environ
@@ -194,35 +265,65 @@ def limit_args(
     ]
 
 
+_AUTO_UID = -1
+
+
 def sandbox_prefix(
     workdir: os.PathLike[str] | str,
     *,
     extra_ro: Iterable[os.PathLike[str] | str] = (),
+    network: bool = False,
     memory_bytes: int = DEFAULT_MEMORY_BYTES,
     nproc: int = DEFAULT_NPROC,
     fsize_bytes: int = DEFAULT_FSIZE_BYTES,
     tmp_bytes: int = DEFAULT_TMP_BYTES,
     environ: Mapping[str, str] | None = None,
+    uid: int | None = _AUTO_UID,
 ) -> list[str]:
     """Command prefix that runs a command in the sandbox with ``workdir`` writable.
 
     Append the command to run (``[python, "-m", ...]``); paths in it must be
     visible inside (the Python installation, this package, ``workdir`` and
-    ``extra_ro`` are).
+    ``extra_ro`` are; files in ``extra_ro`` must be readable by ``uid``).
+
+    ``network=False`` (the default, for the sealed worker, which only talks
+    over inherited pipes) gives the sandbox a network namespace of its own
+    with nothing but loopback; ``network=True`` shares the grader's network
+    (the kernel, whose ZeroMQ sockets are on TCP loopback).
+
+    ``uid`` is the unprivileged uid the command runs as when the grader is
+    root (default: a fresh one from :func:`sandbox_uid`; ``None``: stay
+    root, as bubblewrap's user namespace maps it, which exempts the sandbox
+    from ``RLIMIT_NPROC``).  ``workdir`` is handed over to that uid.
     """
     work = Path(workdir).resolve()
     if not work.is_dir():
         raise FileNotFoundError(f"sandbox work directory does not exist: {work}")
+    run_as = sandbox_uid() if uid == _AUTO_UID else uid
+    if run_as is not None and os.geteuid() != 0:
+        run_as = None  # only root can switch; other graders are not exempt from RLIMIT_NPROC anyway
     ro_paths: list[Path] = []
     for raw in [*python_roots(), grading_package_dir(), *extra_ro]:
         path = Path(raw).resolve()
         if path not in ro_paths and not _covered(path, [Path("/usr")]):
             ro_paths.append(path)
-    args = [shutil.which("bwrap") or "bwrap", "--unshare-all", "--share-net", "--die-with-parent", "--new-session"]
-    args += ["--cap-drop", "ALL", "--hostname", "sandbox"]
+    args = [shutil.which("bwrap") or "bwrap"]
+    if run_as is None:
+        args += ["--unshare-all", *(["--share-net"] if network else [])]
+        args += ["--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+    else:
+        # No user namespace (it would map the sandbox to root): bubblewrap runs privileged,
+        # keeps only what setpriv needs to switch to ``run_as``, and setpriv drops even that.
+        args += ["--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try"]
+        args += [] if network else ["--unshare-net"]
+        args += ["--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+        args += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SETPCAP"]
+        hand_over(work, run_as)
+    args += ["--hostname", "sandbox"]
+    args += _open_dir_args([*ro_paths, work], listable=[grading_package_dir()])
     args += _system_args()
     args += ["--proc", "/proc", "--dev", "/dev"]
-    args += ["--size", str(tmp_bytes), "--tmpfs", "/tmp", "--dir", "/tmp/home"]
+    args += ["--perms", "1777", "--size", str(tmp_bytes), "--tmpfs", "/tmp", "--perms", "0777", "--dir", "/tmp/home"]
     args += _hidden_parent_args([*ro_paths, work], listable=[grading_package_dir()])
     for path in sorted(ro_paths, key=lambda p: len(p.parts)):
         args += ["--ro-bind", str(path), str(path)]
@@ -233,7 +334,23 @@ def sandbox_prefix(
     for key, value in sorted(sandbox_env(work, environ).items()):
         args += ["--setenv", key, value]
     args += ["--"]
+    if run_as is not None:
+        args += setpriv_args(run_as)
     return args + limit_args(memory_bytes, nproc, fsize_bytes)
+
+
+def setpriv_args(uid: int) -> list[str]:
+    """``setpriv`` command prefix switching to ``uid``/``uid`` with no capabilities left at all."""
+    setpriv = shutil.which("setpriv") or "/usr/bin/setpriv"
+    return [
+        setpriv,
+        f"--reuid={uid}",
+        f"--regid={uid}",
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--bounding-set=-all",
+        "--",
+    ]
 
 
 @functools.lru_cache(maxsize=1)
@@ -241,13 +358,15 @@ def bwrap_available() -> bool:
     """True if bubblewrap is installed and can create the sandbox on this machine."""
     if shutil.which("bwrap") is None or shutil.which("prlimit") is None:
         return False
-    probe = Path(os.environ.get("TMPDIR", "/tmp"))
+    if os.geteuid() == 0 and shutil.which("setpriv") is None:
+        return False  # root must drop to an unprivileged uid (RLIMIT_NPROC does not apply to root)
     try:
-        result = subprocess.run(
-            [*sandbox_prefix(probe), sys.executable, "-c", "pass"],
-            capture_output=True,
-            timeout=30,
-        )
+        with tempfile.TemporaryDirectory(prefix="sandbox-probe-") as probe:
+            result = subprocess.run(
+                [*sandbox_prefix(probe), sys.executable, "-c", "import grading"],
+                capture_output=True,
+                timeout=30,
+            )
     except (OSError, subprocess.TimeoutExpired):
         return False
     return result.returncode == 0
@@ -304,8 +423,16 @@ def kernel_command(
     memory_bytes: int = DEFAULT_MEMORY_BYTES,
     python: str = sys.executable,
 ) -> list[str]:
-    """Full command running ipykernel in the sandbox (connection file read-only)."""
-    prefix = sandbox_prefix(workdir, extra_ro=[connection_file], memory_bytes=memory_bytes)
+    """Full command running ipykernel in the sandbox (connection file read-only).
+
+    The kernel keeps the grader's network (``network=True``): nbclient reaches
+    it over ZeroMQ on TCP loopback.  When the grader is root the connection
+    file is handed to the kernel's unprivileged uid so that it can read it.
+    """
+    uid = sandbox_uid()
+    if uid is not None:
+        hand_over(connection_file, uid)
+    prefix = sandbox_prefix(workdir, extra_ro=[connection_file], network=True, memory_bytes=memory_bytes, uid=uid)
     return [*prefix, python, "-m", "ipykernel_launcher", "-f", str(connection_file), *kernel_args]
 
 

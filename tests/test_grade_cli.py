@@ -1,0 +1,347 @@
+"""``python -m grading.grade`` and its sandbox: results copied back per student and bounded, renamed
+notebooks, the course configuration check, and the sealed worker's network and process limits."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from grading import grade, sandbox
+
+REPO = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+needs_bwrap = pytest.mark.skipif(not sandbox.bwrap_available(), reason="bubblewrap is not usable here")
+
+
+# --------------------------------------------------------------------------- copying results
+
+
+def fake_scratch(tmp_path: Path, students: dict[str, int], *, junk: int = 0) -> Path:
+    """A scratch course after grading: one notebook (``size`` bytes) and feedback page per student."""
+    scratch = tmp_path / "scratch"
+    for student, size in students.items():
+        graded = scratch / "autograded" / student / "a1"
+        graded.mkdir(parents=True)
+        (graded / "nb.ipynb").write_bytes(b"x" * size)
+        (graded / "data.csv").write_text("student data\n")
+        feedback = scratch / "feedback" / student / "a1"
+        feedback.mkdir(parents=True)
+        (feedback / "nb.html").write_text("<html></html>")
+        (feedback / "data.csv").write_text("student data\n")
+    if junk:
+        flood = scratch / "autograded" / next(iter(students)) / "a1" / "junk"
+        flood.mkdir()
+        for i in range(junk):
+            (flood / str(i)).touch()
+    (scratch / "logs").mkdir()
+    for student in students:
+        (scratch / "logs" / f"{student}.log").write_text(f"log of {student}\n")
+    (scratch / "gradebook.db").write_bytes(b"gradebook")
+    return scratch
+
+
+def results_for(*students: str) -> list[grade.StudentResult]:
+    return [grade.StudentResult(s, "graded", 1.0, 1.0, 1.0) for s in students]
+
+
+def copy(scratch: Path, out: Path, results: list[grade.StudentResult]) -> Path:
+    return grade.copy_results(scratch, out, "a1", results, course_gradebook=scratch / "gradebook.db",
+                              gradebook_mtime=0.0, to_course=False, notebooks=["nb"])
+
+
+def test_file_flood_in_one_folder_copies_only_notebooks_and_feedback(tmp_path: Path) -> None:
+    """20,100 files left by a student's code used to abort the copy of everyone's results."""
+    scratch = fake_scratch(tmp_path, {"flood": 100, "bob": 100}, junk=20_100)
+    out = tmp_path / "out"
+    results = results_for("flood", "bob")
+    assert copy(scratch, out, results) == out / "gradebook.db"
+    for student in ("flood", "bob"):
+        assert sorted(p.name for p in (out / "autograded" / student / "a1").iterdir()) == ["nb.ipynb"]
+        assert sorted(p.name for p in (out / "feedback" / student / "a1").iterdir()) == ["nb.html"]
+        assert (out / "grading_logs" / "a1" / f"{student}.log").is_file()
+    assert not any(r.copy_failed for r in results)
+    assert (out / "gradebook.db").read_bytes() == b"gradebook"
+
+
+def test_a_student_whose_results_cannot_be_copied_does_not_stop_the_others(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(grade, "MAX_RESULT_BYTES", 1000)
+    scratch = fake_scratch(tmp_path, {"alice": 100, "huge": 5000, "zoe": 100})
+    out = tmp_path / "out"
+    (out / "autograded" / "huge" / "a1").mkdir(parents=True)
+    (out / "autograded" / "huge" / "a1" / "nb.ipynb").write_text("old results")
+    results = results_for("alice", "huge", "zoe")
+    copy(scratch, out, results)
+    by_name = {r.student: r for r in results}
+    assert by_name["huge"].copy_failed and "results not copied" in by_name["huge"].note
+    assert not by_name["alice"].copy_failed and not by_name["zoe"].copy_failed
+    assert (out / "autograded" / "zoe" / "a1" / "nb.ipynb").stat().st_size == 100
+    assert not (out / "autograded" / "huge" / "a1" / "nb.ipynb").exists()  # no stale copy of old results
+    assert "results of huge not copied" in capsys.readouterr().out
+    assert "results not copied" in grade.format_table(results)
+
+
+def test_only_the_notebooks_stay_in_a_graded_folder(tmp_path: Path) -> None:
+    """What the student's code left there would be copied into feedback/ by generate_feedback."""
+    folder = tmp_path / "autograded" / "alice" / "a1"
+    (folder / "junk" / "deeper").mkdir(parents=True)
+    for name in ("nb.ipynb", "other.ipynb", "data.csv", "junk/1", "junk/deeper/2"):
+        (folder / name).write_text(name)
+    (folder / "link.ipynb").symlink_to(folder / "nb.ipynb")
+    grade.prune_autograded(folder, ["nb"])
+    assert sorted(p.name for p in folder.iterdir()) == ["nb.ipynb"]
+
+
+def test_logs_are_cut(tmp_path: Path) -> None:
+    log = tmp_path / "big.log"
+    log.write_bytes(b"y" * 5000)
+    grade.copy_log(log, tmp_path / "copy.log", max_bytes=1000)
+    text = (tmp_path / "copy.log").read_bytes()
+    assert text.startswith(b"y" * 1000) and b"log cut after 1000 bytes" in text and len(text) < 1100
+
+
+# --------------------------------------------------------------------------- renamed notebooks
+
+
+def stage(tmp_path: Path, files: list[str], notebooks: list[str]) -> tuple[Path, list[str]]:
+    folder = tmp_path / "alice" / "a1"
+    folder.mkdir(parents=True)
+    for name in files:
+        (folder / name).write_text(name)
+    scratch = tmp_path / "scratch"
+    notes: list[str] = []
+    sub = grade.Submission("alice", folder)
+    return grade.stage_submission(sub, scratch, "a1", notebooks, notes), notes
+
+
+def test_the_only_notebook_of_a_one_notebook_assignment_is_staged_under_its_name(tmp_path: Path) -> None:
+    dest, notes = stage(tmp_path, ["embeddings (1).ipynb", "data.csv"], ["embeddings"])
+    assert sorted(p.name for p in dest.iterdir()) == ["data.csv", "embeddings.ipynb"]
+    assert (dest / "embeddings.ipynb").read_text() == "embeddings (1).ipynb"
+    assert notes == ["graded 'embeddings (1).ipynb' as embeddings.ipynb"]
+
+
+@pytest.mark.parametrize(("files", "notebooks"), [
+    (["embeddings.ipynb", "embeddings (1).ipynb"], ["embeddings"]),  # the expected one is there
+    (["copy1.ipynb", "copy2.ipynb"], ["embeddings"]),                # which one? leave it to nbgrader
+    (["embeddings (1).ipynb"], ["embeddings", "other"]),             # several notebooks expected
+])
+def test_other_notebook_names_are_left_alone(tmp_path: Path, files: list[str], notebooks: list[str]) -> None:
+    dest, notes = stage(tmp_path, files, notebooks)
+    assert sorted(p.name for p in dest.iterdir()) == sorted(files)
+    assert notes == []
+
+
+# --------------------------------------------------------------------------- course configuration
+
+
+def course_with_config(tmp_path: Path, extra: str = "", drop: str | None = None) -> Path:
+    course = tmp_path / "course"
+    course.mkdir()
+    lines = (REPO / "nbgrader_config.py").read_text().splitlines(keepends=True)
+    text = "".join(line for line in lines if drop is None or drop not in line) + extra
+    (course / "nbgrader_config.py").write_text(text)
+    return course
+
+
+def test_the_course_configuration_loads_with_the_sealed_recheck() -> None:
+    preprocessors = grade.check_course_config(REPO)
+    assert set(grade.REQUIRED_PREPROCESSORS) <= set(preprocessors)
+
+
+@pytest.mark.parametrize(("extra", "drop", "message"), [
+    ("\nc.Execute.timeout = undefined_name\n", None, "does not load"),
+    ("\nc.Autograde.autograde_preprocessors.remove('grading.preprocessors.SealedVerdict')\n", None,
+     "lacks grading.preprocessors.SealedVerdict"),
+    ("", "grading.preprocessors.SafeExecute", "lacks grading.preprocessors.SafeExecute"),
+    ("\nc.Autograde.autograde_preprocessors.append('grading.preprocessors.NoSuchThing')\n", None,
+     "cannot be imported"),
+], ids=["name-error", "no-sealed-verdict", "no-safe-execute", "unimportable"])
+def test_an_unusable_course_configuration_is_refused(tmp_path: Path, extra: str, drop: str | None,
+                                                     message: str) -> None:
+    course = course_with_config(tmp_path, extra, drop)
+    with pytest.raises(grade.UsageError, match=message):
+        grade.check_course_config(course)
+
+
+def test_a_configuration_without_autograde_preprocessors_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "nbgrader_config.py").write_text("c = get_config()\nc.CourseDirectory.course_id = 'x'\n")
+    with pytest.raises(grade.UsageError, match="does not set c.Autograde.autograde_preprocessors"):
+        grade.check_course_config(tmp_path)
+    with pytest.raises(grade.UsageError, match="no nbgrader_config.py"):
+        grade.check_course_config(tmp_path / "nowhere")
+
+
+def test_grading_stops_with_exit_status_2_on_a_broken_configuration(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    course = course_with_config(tmp_path, "\nthis is not python\n")
+    submission = tmp_path / "alice.ipynb"
+    nbformat.write(new_notebook(), submission)
+    code = grade.main(["--course", str(course), "--assignment", "a1", "--no-sandbox", "--out",
+                       str(tmp_path / "out"), str(submission)])
+    assert code == 2
+    assert "does not load" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------- sandbox
+
+
+@pytest.fixture
+def listener() -> Iterator[socket.socket]:
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    yield server
+    server.close()
+
+
+CONNECT = """\
+import socket, sys
+try:
+    socket.create_connection(("127.0.0.1", {port}), timeout=5).close()
+except OSError as exc:
+    print("refused", exc)
+else:
+    print("connected")
+"""
+
+
+def run_in_sandbox(workdir: Path, code: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    cmd = [*sandbox.sandbox_prefix(workdir, **kwargs), PYTHON, "-c", code]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+@needs_bwrap
+def test_sandbox_has_no_network_by_default(tmp_path: Path, listener: socket.socket) -> None:
+    """The sealed worker's sandbox (SealedVerdict uses the default) cannot reach the grading machine."""
+    result = run_in_sandbox(tmp_path, CONNECT.format(port=listener.getsockname()[1]))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("refused"), result.stdout
+
+
+@needs_bwrap
+def test_kernel_sandbox_keeps_the_network(tmp_path: Path, listener: socket.socket) -> None:
+    """The kernel needs TCP loopback for ZeroMQ (a documented limit of the sandbox)."""
+    result = run_in_sandbox(tmp_path, CONNECT.format(port=listener.getsockname()[1]), network=True)
+    assert result.stdout.strip() == "connected", result.stderr
+    connection = tmp_path / "kernel.json"
+    connection.write_text("{}")
+    command = sandbox.kernel_command(connection, tmp_path, [])
+    assert "--unshare-net" not in command and ("--share-net" in command or "--unshare-all" not in command)
+
+
+@needs_bwrap
+def test_process_limit_applies_inside_the_sandbox(tmp_path: Path) -> None:
+    """RLIMIT_NPROC does not apply to root: a root grader runs the sandbox under another uid."""
+    code = (
+        "import os, time\n"
+        "n = 0\n"
+        "try:\n"
+        "    for _ in range(200):\n"
+        "        if os.fork() == 0:\n"
+        "            time.sleep(3)\n"
+        "            os._exit(0)\n"
+        "        n += 1\n"
+        "except OSError:\n"
+        "    pass\n"
+        "print(os.getuid(), n)\n"
+    )
+    result = run_in_sandbox(tmp_path, code, nproc=40)
+    assert result.returncode == 0, result.stderr
+    uid, forked = map(int, result.stdout.split())
+    assert uid != 0 and forked < 40
+    if os.geteuid() == 0:
+        assert tmp_path.stat().st_uid == uid  # the work directory was handed over
+
+
+@needs_bwrap
+def test_grading_package_is_importable_in_the_sandbox(tmp_path: Path) -> None:
+    result = run_in_sandbox(tmp_path, "import grading.sealed.worker, os; print(sorted(os.listdir('/opt/sandbox-lib')))")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "['grading']"
+
+
+@pytest.mark.slow
+@needs_bwrap
+def test_sealed_worker_in_the_sandbox_passes_the_reference() -> None:
+    from traitlets.config.loader import PyFileConfigLoader
+
+    from grading.sealed import run_sealed
+    from submissions import Submission
+
+    names = list(PyFileConfigLoader("nbgrader_config.py", path=str(REPO)).load_config().SealedVerdict.student_names)
+    with tempfile.TemporaryDirectory(prefix="sealed-work-") as work:
+        verdicts = run_sealed(Submission("ref").notebook(), student_names=names, workdir=work,
+                              worker_prefix=sandbox.sandbox_prefix(work))
+    assert len(verdicts) == 27
+    assert [v.grade_id for v in verdicts.values() if not v.passed] == []
+
+
+# --------------------------------------------------------------------------- end to end
+
+FLOOD = "import os\nos.makedirs('junk')\nfor i in range(20_100):\n    open(os.path.join('junk', str(i)), 'w').close()\n"
+
+
+def small_course(root: Path) -> Path:
+    """Assignment ``a1`` with notebook ``nb``: a setup cell, an answer cell and one 1-point test."""
+    def meta(gid: str, **kw: object) -> dict:
+        return {"nbgrader": {"grade": False, "solution": False, "locked": False, "schema_version": 3,
+                             "grade_id": gid, **kw}}
+
+    root.mkdir(parents=True)
+    config = (REPO / "nbgrader_config.py").read_text() + "\nc.SealedVerdict.student_names = ['add']\n"
+    (root / "nbgrader_config.py").write_text(config)
+    nb = new_notebook(cells=[
+        new_code_cell("import numpy as np", metadata=meta("imports", locked=True)),
+        new_code_cell("def add(a, b):\n    ### BEGIN SOLUTION\n    return a + b\n    ### END SOLUTION",
+                      metadata=meta("answer", solution=True)),
+        new_code_cell("assert add(1, 2) == 3", metadata=meta("test_add", grade=True, locked=True, points=1)),
+    ])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    (root / "source" / "a1").mkdir(parents=True)
+    nbformat.write(nb, root / "source" / "a1" / "nb.ipynb")
+    result = subprocess.run([PYTHON, "-m", "nbgrader", "generate_assignment", "a1", "--force"], cwd=root,
+                            env=grade.nbgrader_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return root
+
+
+@pytest.mark.slow
+@needs_bwrap
+def test_flood_and_renamed_notebook_are_graded_with_the_others(tmp_path: Path) -> None:
+    course = small_course(tmp_path / "course")
+    release = nbformat.read(course / "release" / "a1" / "nb.ipynb", as_version=4)
+    release.cells[1].source = "def add(a, b):\n    return a + b"
+    subs = tmp_path / "subs"
+    for student, name, extra in (("good", "nb.ipynb", ""), ("renamed", "nb (1).ipynb", ""),
+                                 ("flood", "nb.ipynb", FLOOD)):
+        nb = nbformat.from_dict(release)
+        nb.cells.insert(1, new_code_cell(extra or "pass"))
+        (subs / student / "a1").mkdir(parents=True)
+        nbformat.write(nb, subs / student / "a1" / name)
+    out = tmp_path / "out"
+    result = subprocess.run([PYTHON, "-m", "grading.grade", "--course", str(course), "--assignment", "a1",
+                             "--out", str(out), "--feedback", str(subs)],
+                            cwd=REPO, env=grade.nbgrader_env(), capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for student in ("good", "renamed", "flood"):
+        assert re.search(rf"^{student}\s+graded\s", result.stdout, flags=re.M), result.stdout
+        assert sorted(p.name for p in (out / "autograded" / student / "a1").iterdir()) == ["nb.ipynb"]
+        assert sorted(p.name for p in (out / "feedback" / student / "a1").iterdir()) == ["nb.html"]
+    assert "graded 'nb (1).ipynb' as nb.ipynb" in result.stdout
+    from nbgrader.api import Gradebook
+
+    with Gradebook(grade.gradebook_url(out / "gradebook.db")) as gb:
+        scores = {s: gb.find_submission("a1", s).score for s in ("good", "renamed", "flood")}
+    assert scores == {"good": 1.0, "renamed": 1.0, "flood": 1.0}
