@@ -187,7 +187,6 @@ def test_attack_gets_exactly_the_expected_scores(name: str, attacks: Mapping[str
     assert not differ, f"{attack.what}\ncells that differ (expected, got): {differ}"
 
 
-@pytest.mark.xfail(strict=True, reason=adv.file_flood.hole)
 def test_file_flood_does_not_cost_anyone_their_grades(runs: Mapping[str, GradeRun]) -> None:
     """Does a student who fills the notebook directory with files still leave everyone's grades
     (their own and the control's) in the results?"""
@@ -295,12 +294,18 @@ def test_hidden_tests_stay_out_of_feedback(runs: Mapping[str, GradeRun]) -> None
     assert adv.HIDDEN_TEXT not in page
 
 
+def test_sealed_worker_cannot_reach_the_grading_machine(listener: Listener, runs: Mapping[str, GradeRun]) -> None:
+    """Does no connection from the sealed worker reach a server on the grading machine's loopback
+    interface (the worker has a network namespace of its own)?"""
+    assert b"worker" not in listener.received, listener.received
+
+
 @pytest.mark.xfail(strict=True, reason=(
-    "grading/sandbox.py sandbox_prefix always passes --share-net: the kernel and the sealed worker "
-    "reach every service of the grading machine (and beyond); fix: no --share-net for the sealed "
-    "worker (it talks over pipes), and for the kernel a network namespace of its own with ZeroMQ "
-    "over ipc:// sockets in a bound directory"))
-def test_sandboxed_code_cannot_reach_the_grading_machine(listener: Listener, runs: Mapping[str, GradeRun]) -> None:
-    """Does no connection from student code (kernel or sealed worker) reach a server listening on
-    the grading machine's loopback interface?"""
-    assert listener.received == [], listener.received
+    "the kernel shares the grading machine's network, because nbclient talks to it over ZeroMQ on "
+    "TCP loopback; a fix gives the kernel its own network namespace with ZeroMQ over ipc:// sockets "
+    "in a bound directory (jupyter_client KernelManager.transport = 'ipc'); until then, grade on a "
+    "machine with nothing to reach or block new outgoing connections of the sandbox uids"))
+def test_kernel_cannot_reach_the_grading_machine(listener: Listener, runs: Mapping[str, GradeRun]) -> None:
+    """Does no connection from the student's kernel reach a server on the grading machine's
+    loopback interface?"""
+    assert b"kernel" not in listener.received, listener.received
