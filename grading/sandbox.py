@@ -320,10 +320,12 @@ def sandbox_prefix(
         args += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SETPCAP"]
         hand_over(work, run_as)
     args += ["--hostname", "sandbox"]
+    # The private /tmp first: directories created below for paths under /tmp (a course or venv
+    # cloned there) must be created inside it, or the tmpfs would hide them.
+    args += ["--perms", "1777", "--size", str(tmp_bytes), "--tmpfs", "/tmp", "--perms", "0777", "--dir", "/tmp/home"]
     args += _open_dir_args([*ro_paths, work], listable=[grading_package_dir()])
     args += _system_args()
     args += ["--proc", "/proc", "--dev", "/dev"]
-    args += ["--perms", "1777", "--size", str(tmp_bytes), "--tmpfs", "/tmp", "--perms", "0777", "--dir", "/tmp/home"]
     args += _hidden_parent_args([*ro_paths, work], listable=[grading_package_dir()])
     for path in sorted(ro_paths, key=lambda p: len(p.parts)):
         args += ["--ro-bind", str(path), str(path)]

@@ -45,6 +45,12 @@ PYTHON = sys.executable
 needs_bwrap = pytest.mark.skipif(not sandbox.bwrap_available(), reason="bubblewrap is not usable here")
 
 
+def test_the_sandbox_is_usable_here():
+    """Can bubblewrap create the grading sandbox on this machine? (scripts/setup.sh installs it and
+    grading refuses to run without it, so the tests marked needs_bwrap must never be skipped.)"""
+    assert sandbox.bwrap_available(), "bubblewrap cannot create the grading sandbox here"
+
+
 def run_sandboxed(workdir: Path, code: str, **kwargs: int) -> subprocess.CompletedProcess[str]:
     cmd = [*sandbox.sandbox_prefix(workdir, **kwargs), PYTHON, "-c", code]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
