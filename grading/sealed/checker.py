@@ -44,7 +44,6 @@ log = logging.getLogger(__name__)
 MESSAGE_CHARS = 2000
 PIPE_BYTES = 1 << 20
 POLL_SLICE = 0.2
-IOV_BATCH = 512  # buffers per writev call (Linux allows 1024)
 GRADING_ROOT = Path(__file__).resolve().parents[2]  # directory that contains the grading package
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
@@ -251,19 +250,12 @@ class WorkerSession:
         while first < len(views):
             self._wait(self.wfd, select.POLLOUT)
             try:
-                written = os.writev(self.wfd, views[first:first + IOV_BATCH])
+                written = os.writev(self.wfd, views[first:first + protocol.IOV_BATCH])
             except BlockingIOError:
                 continue
             except OSError:
                 raise self._crashed() from None
-            while written:
-                size = len(views[first])
-                if written >= size:
-                    written -= size
-                    first += 1
-                else:
-                    views[first] = views[first][written:]
-                    written = 0
+            first = protocol.advance(views, first, written)
 
     def _read_into(self, view: memoryview) -> None:
         pos = 0

@@ -92,6 +92,28 @@ def pack_frame(header: dict[str, Any], blobs: Sequence[bytes] = ()) -> list[byte
     return [_LEN.pack(total), *parts]
 
 
+IOV_BATCH = 512  # buffers per writev call (Linux allows 1024)
+
+
+def frame_views(header: dict[str, Any], blobs: Sequence[bytes] = ()) -> list[memoryview]:
+    """The frame's non-empty chunks as byte views, ready for ``os.writev``."""
+    return [memoryview(chunk).cast("B") for chunk in pack_frame(header, blobs) if len(chunk)]
+
+
+def advance(views: list[memoryview], first: int, written: int) -> int:
+    """Account for ``written`` bytes sent from ``views[first:]``: trim a partly sent view in place
+    and return the index of the first view not yet sent completely."""
+    while written:
+        size = len(views[first])
+        if written >= size:
+            written -= size
+            first += 1
+        else:
+            views[first] = views[first][written:]
+            written = 0
+    return first
+
+
 def frame_length(prefix: bytes) -> int:
     """Decode the 8-byte total-length prefix of a frame."""
     return _LEN.unpack(prefix)[0]

@@ -51,7 +51,6 @@ BOOTSTRAP = (
 
 
 PR_SET_PDEATHSIG = 1
-IOV_BATCH = 512  # buffers per writev call (Linux allows 1024)
 M_TRIM_THRESHOLD = -1  # mallopt parameters (glibc malloc.h)
 M_MMAP_THRESHOLD = -3
 
@@ -89,18 +88,11 @@ class Channel:
 
     def send(self, header: dict[str, Any], blobs: list[bytes]) -> None:
         """Write one frame, with one ``writev`` call when the pipe has room (one wake-up)."""
-        views = [memoryview(chunk).cast("B") for chunk in protocol.pack_frame(header, blobs) if len(chunk)]
+        views = protocol.frame_views(header, blobs)
         first = 0
         while first < len(views):
-            written = os.writev(self.wfd, views[first:first + IOV_BATCH])
-            while written:
-                size = len(views[first])
-                if written >= size:
-                    written -= size
-                    first += 1
-                else:
-                    views[first] = views[first][written:]
-                    written = 0
+            written = os.writev(self.wfd, views[first:first + protocol.IOV_BATCH])
+            first = protocol.advance(views, first, written)
 
 
 class HandleMarker:
