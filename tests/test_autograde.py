@@ -132,9 +132,10 @@ def test_typical_bugs_lose_exactly_the_cells_they_break(run: GradeRun):
     """Do four classic mistakes (fancy += backward, no batch sum, Adam as 3 copies, truncation)
     cost exactly the cells that exercise them, and nothing else?"""
     scores = run.scores[TYPICAL_BUGS.name]
-    assert run.totals[TYPICAL_BUGS.name] == 67.0
+    assert run.totals[TYPICAL_BUGS.name] == 65.0
     assert sorted(gid for gid in POINTS if scores[gid] == 0.0) == sorted([
-        "test_embedding_backward", "test_embedding_backward_accumulates", "test_learned_pe_backward",
+        "test_embedding_backward", "test_embedding_backward_accumulates", "test_embedding_backward_vectorised",
+        "test_learned_pe_backward",
         "test_layer_backward", "test_layer_api", "test_training_memory", "test_quantize", "test_dequantize",
     ])
 
