@@ -360,12 +360,6 @@ def sinusoid_row(times: Times) -> Row:
 # -------------------------------------------------------------------------- 5. grading
 
 
-FLOOR_CONFIG = '''c = get_config()  # noqa: F821
-c.CourseDirectory.course_id = "floor"
-c.Execute.timeout = 60
-'''
-
-
 def grading_env() -> dict[str, str]:
     """Environment for nbgrader subprocesses: this interpreter's bin directory first on PATH."""
     env = dict(os.environ)
@@ -410,9 +404,10 @@ def floor_notebook() -> nbformat.NotebookNode:
 
 
 def build_floor_course(dest: Path) -> Path:
-    """A tiny course with nbgrader's default preprocessors and one one-cell assignment."""
+    """A tiny course with the course's own config (the same sealed pipeline) and one one-cell
+    assignment: what grading costs before any notebook content."""
     (dest / "source" / FLOOR_ASSIGNMENT).mkdir(parents=True)
-    (dest / "nbgrader_config.py").write_text(FLOOR_CONFIG)
+    shutil.copy2(REPO / "nbgrader_config.py", dest / "nbgrader_config.py")
     nbformat.write(floor_notebook(), str(dest / "source" / FLOOR_ASSIGNMENT / f"{FLOOR_ASSIGNMENT}.ipynb"))
     generate_assignment(dest, FLOOR_ASSIGNMENT)
     return dest
