@@ -318,6 +318,14 @@ def _load_dtype(text: Any) -> np.dtype:
     return dtype
 
 
+class _HandleLookupFailed(Exception):
+    """Carries an exception raised by a decoder's ``on_handle`` through :meth:`Decoder.decode`."""
+
+    def __init__(self, original: Exception):
+        super().__init__(original)
+        self.original = original
+
+
 class Decoder:
     """Decode JSON data + blobs produced by :class:`Encoder`.
 
@@ -335,7 +343,19 @@ class Decoder:
             raise ProtocolError("bad blob index")
         return self.blobs[index]
 
-    def decode(self, j: Any, depth: int = 0) -> Any:
+    def decode(self, j: Any) -> Any:
+        """The value ``j`` encodes; :class:`ProtocolError` for anything malformed, never another
+        exception (except what ``on_handle`` itself raises, which passes through unchanged)."""
+        try:
+            return self._value(j, 0)
+        except ProtocolError:
+            raise
+        except _HandleLookupFailed as failed:
+            raise failed.original from None
+        except Exception as exc:  # RecursionError, MemoryError, a check this decoder forgot
+            raise ProtocolError(f"undecodable value: {type(exc).__name__}") from None
+
+    def _value(self, j: Any, depth: int) -> Any:
         t = type(j)
         if j is None or t in (bool, int, float, str):
             return j
@@ -345,6 +365,8 @@ class Decoder:
             raise ProtocolError(f"untagged {t.__name__} on the wire")
         tag = j.get("t")
         v = j.get("v")
+        if type(tag) is not str:
+            raise ProtocolError("untagged object on the wire")
         if tag == "f":
             if v not in ("nan", "inf", "-inf"):
                 raise ProtocolError("bad float")
@@ -352,14 +374,14 @@ class Decoder:
         if tag == "c":
             if type(v) is not list or len(v) != 2:
                 raise ProtocolError("bad complex")
-            re_, im_ = (self.decode(p, depth + 1) for p in v)
+            re_, im_ = (self._value(p, depth + 1) for p in v)
             if type(re_) not in (int, float) or type(im_) not in (int, float):
                 raise ProtocolError("bad complex")
             return complex(re_, im_)
         if tag in ("l", "tu", "set", "fs"):
             if type(v) is not list:
                 raise ProtocolError("bad sequence")
-            items = [self.decode(item, depth + 1) for item in v]
+            items = [self._value(item, depth + 1) for item in v]
             if tag == "l":
                 return items
             if tag == "tu":
@@ -372,8 +394,9 @@ class Decoder:
             return self._dict(v, depth)
         if tag == "nd":
             index = j.get("b")
+            blob = self._blob(index)  # an int in range (never a list or dict) from here on
             if index not in self._arrays:
-                self._arrays[index] = load_array(self._blob(index))
+                self._arrays[index] = load_array(blob)
             return self._arrays[index]
         if tag == "ns":
             return _load_numpy_scalar(v, self._blob(j.get("b")))
@@ -391,7 +414,10 @@ class Decoder:
             ident, name = j.get("id"), j.get("type", "object")
             if type(ident) is not int or type(name) is not str:
                 raise ProtocolError("bad handle")
-            return self.on_handle(ident, name[:TYPE_NAME_CHARS])
+            try:
+                return self.on_handle(ident, name[:TYPE_NAME_CHARS])
+            except Exception as exc:
+                raise _HandleLookupFailed(exc) from None
         raise ProtocolError(f"unknown tag {tag!r}")
 
     def _dict(self, v: Any, depth: int) -> dict[Any, Any]:
@@ -401,10 +427,10 @@ class Decoder:
         for pair in v:
             if type(pair) is not list or len(pair) != 2:
                 raise ProtocolError("bad dict item")
-            key = self.decode(pair[0], depth + 1)
+            key = self._value(pair[0], depth + 1)
             if type(key) not in _KEY_TYPES:
                 raise ProtocolError("bad dict key")
-            out[key] = self.decode(pair[1], depth + 1)
+            out[key] = self._value(pair[1], depth + 1)
         return out
 
 
