@@ -27,13 +27,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import importlib
 import os
 import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from jupyter_core.utils import ensure_async, run_sync
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
@@ -43,8 +42,20 @@ from traitlets import Bool, Float, Integer, List, Unicode
 
 from nbgrader.preprocessors import Execute, NbGraderPreprocessor, OverwriteCells
 
+import sys
+
 from grading import sandbox as sandboxing
+from grading.hidden_region import (
+    FULL_TEST_SOURCES,
+    HiddenRegion,
+    hidden_line_numbers,
+    restore_test_cells,
+    strip_test_cells,
+)
 from grading.notebook import cell_role, grade_id
+from grading.sealed import Verdict, VerdictStatus, run_sealed
+
+__all__ = ["FULL_TEST_SOURCES", "hidden_line_numbers"]
 
 DEFAULT_MAX_OUTPUT_CHARS = 100_000
 DEFAULT_MAX_IMAGE_CHARS = 5_000_000
@@ -62,9 +73,6 @@ KERNEL_STOPPED = (
 )
 NOT_RUN = "not run: the kernel died in an earlier cell"
 NOT_RUN_STOPPED = "not run: the kernel was shut down in an earlier cell (it did not respond to the interrupt)"
-#: Key in nbconvert's ``resources``: grade_id -> full source of every test cell (see StripHiddenTests).
-FULL_TEST_SOURCES = "full_test_sources"
-WORKER_START_FAILED = "the sealed worker could not be started"  # in grading.sealed verdict messages
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
@@ -266,21 +274,6 @@ def copy_data_files(src: Path, dest: Path) -> None:
 # --------------------------------------------------------------------------- StripHiddenTests
 
 
-def strip_hidden_tests(source: str, begin: str = "BEGIN HIDDEN TESTS", end: str = "END HIDDEN TESTS") -> str:
-    """``source`` without its hidden-test regions, delimiter lines included (as nbgrader's
-    ``ClearHiddenTests`` does; an unterminated region runs to the end of the cell)."""
-    kept: list[str] = []
-    inside = False
-    for line in source.split("\n"):
-        if begin in line:
-            inside = True
-        elif end in line:
-            inside = False
-        elif not inside:
-            kept.append(line)
-    return "\n".join(kept)
-
-
 class StripHiddenTests(NbGraderPreprocessor):
     """Run only the visible part of every test cell in the student's kernel.
 
@@ -297,47 +290,10 @@ class StripHiddenTests(NbGraderPreprocessor):
     it (without it, the hidden tests would not be run at all).
     """
 
-    begin_delimiter = Unicode("BEGIN HIDDEN TESTS", help="Line marking the start of hidden tests.").tag(config=True)
-    end_delimiter = Unicode("END HIDDEN TESTS", help="Line marking the end of hidden tests.").tag(config=True)
-
     def preprocess(self, nb: NotebookNode, resources: Any) -> tuple[NotebookNode, Any]:
-        recorded: dict[str, dict[str, str]] = {}
-        for index, cell in enumerate(nb.cells):
-            if cell_role(cell) != "test":
-                continue
-            gid = grade_id(cell)
-            full = _text_of(cell.source)
-            if gid is None or gid in recorded:
-                # DeduplicateIds and CheckCellMetadata make this impossible in nbgrader autograde.
-                self.log.warning("Test cell %d has no unique grade_id; its hidden tests stay in it", index)
-                continue
-            visible = strip_hidden_tests(full, self.begin_delimiter, self.end_delimiter)
-            recorded[gid] = {"visible": visible, "full": full}
-            cell.source = visible
-        resources[FULL_TEST_SOURCES] = recorded
+        region = HiddenRegion.from_config(self.config)
+        resources[FULL_TEST_SOURCES] = strip_test_cells(nb, region, self.log)
         return nb, resources
-
-
-def restore_hidden_tests(nb: NotebookNode, resources: Mapping[str, Any] | None) -> int:
-    """Put the full sources :class:`StripHiddenTests` recorded back into the test cells.
-
-    Returns the number of cells restored.  A recorded test cell whose source
-    changed in between raises (its hidden tests would silently not count).
-    """
-    recorded = (resources or {}).get(FULL_TEST_SOURCES) or {}
-    restored = 0
-    for cell in nb.cells:
-        entry = recorded.get(grade_id(cell) or "") if cell_role(cell) == "test" else None
-        if entry is None:
-            continue
-        source = _text_of(cell.source)
-        if source == entry["full"]:
-            continue
-        if source != entry["visible"]:
-            raise RuntimeError(f"test cell {grade_id(cell)!r} changed after its hidden tests were removed")
-        cell.source = entry["full"]
-        restored += 1
-    return restored
 
 
 # --------------------------------------------------------------------------- SafeExecute
@@ -662,55 +618,29 @@ def kernel_failure(outputs: Sequence[Mapping[str, Any]]) -> tuple[str, str] | No
     return ename, evalue
 
 
-def hidden_line_numbers(source: str, begin: str = "BEGIN HIDDEN TESTS", end: str = "END HIDDEN TESTS") -> set[int]:
-    """1-based numbers of the lines of ``source`` inside hidden-test regions (delimiters included)."""
-    hidden: set[int] = set()
-    inside = False
-    for number, line in enumerate(source.splitlines(), start=1):
-        if begin in line:
-            inside = True
-        if inside:
-            hidden.add(number)
-        if end in line:
-            inside = False
-    return hidden
-
-
-def redact_hidden_source(message: str, source: str) -> str:
-    """Replace a quoted source line (``Ename: line N: code``) from a hidden-test region."""
-    match = re.match(r"^([A-Za-z_][\w.]*): line (\d+): ", message)
-    if match and int(match.group(2)) in hidden_line_numbers(source):
-        return f"{match.group(1)}: a hidden test failed"
-    return message
-
-
 def merged_test_outputs(
     outputs: Sequence[NotebookNode],
-    verdict: Any | None,
+    verdict: Verdict | None,
     *,
     max_stdout_chars: int,
     max_message_chars: int = 2_000,
-    source: str = "",
 ) -> list[NotebookNode]:
     """Final outputs of a test cell from its kernel outputs and its sealed verdict.
 
     stderr streams are dropped (nbgrader zeroes any cell with stderr), stdout
     is kept up to ``max_stdout_chars``, rich outputs are kept, and if the cell
     failed in the kernel or in the sealed check the outputs start with a
-    one-line error (no traceback lines; a source line the sealed message
-    quotes from a hidden-test region is redacted).
+    one-line error (no traceback lines; the sealed checker has already
+    redacted a failing line of the hidden-test region).
     """
     failure = kernel_failure(outputs)
     if failure is None:
         if verdict is None:
             failure = ("SealedCheckMissing", "this test was not re-checked in the sealed run")
+        elif verdict.status is VerdictStatus.NOT_RUN:
+            failure = ("SealedCheckNotRun", verdict.detail)
         elif not verdict.passed:
-            message = redact_hidden_source(str(verdict.message or ""), source)
-            ename, sep, rest = message.partition(": ")
-            if sep and re.fullmatch(r"[A-Za-z_][\w.]*", ename):
-                failure = (ename, rest)
-            else:
-                failure = ("SealedCheckFailed", message)
+            failure = (verdict.ename or "SealedCheckFailed", verdict.detail)
     kept: list[NotebookNode] = []
     stdout_used = 0
     for output in outputs:
@@ -728,12 +658,6 @@ def merged_test_outputs(
         return kept
     ename, message = failure
     return [error_output(ename, _clip(message, max_message_chars)), *kept]
-
-
-def load_runner(dotted: str) -> Callable[..., Mapping[str, Any]]:
-    """Import ``package.module.function`` and return the function."""
-    module_name, _, attr = dotted.rpartition(".")
-    return getattr(importlib.import_module(module_name), attr)
 
 
 class SealedVerdict(NbGraderPreprocessor):
@@ -759,7 +683,9 @@ class SealedVerdict(NbGraderPreprocessor):
         config=True
     )
     max_stdout_chars = Integer(10_000, help="stdout characters kept in a test cell's feedback.").tag(config=True)
-    runner = Unicode("grading.sealed.run_sealed", help="Dotted path of the sealed runner.").tag(config=True)
+    python = Unicode(sys.executable, help="Python interpreter of the sealed worker (needs numpy and IPython).").tag(
+        config=True
+    )
 
     def worker_prefix(self, workdir: Path) -> tuple[str, ...]:
         """Sandbox prefix for the sealed worker, or ``()`` when the sandbox is off."""
@@ -773,11 +699,10 @@ class SealedVerdict(NbGraderPreprocessor):
         return tuple(sandboxing.sandbox_prefix(workdir, memory_bytes=self.memory_bytes))
 
     def preprocess(self, nb: NotebookNode, resources: Any) -> tuple[NotebookNode, Any]:
-        restored = restore_hidden_tests(nb, resources)
+        restored = restore_test_cells(nb, (resources or {}).get(FULL_TEST_SOURCES) or {})
         if restored:
             self.log.info("Hidden tests put back into %d test cells for the sealed re-check", restored)
         source_dir = notebook_dir(resources)
-        run_sealed = load_runner(self.runner)
         with tempfile.TemporaryDirectory(prefix="sealed-work-") as tmp:
             # The worker gets a copy of the data files, never the notebooks (hidden tests).
             workdir = Path(tmp)
@@ -790,22 +715,22 @@ class SealedVerdict(NbGraderPreprocessor):
                 worker_prefix=self.worker_prefix(workdir),
                 cell_timeout=self.cell_timeout,
                 startup_timeout=self.startup_timeout,
+                python=self.python,
                 workdir=str(workdir),
+                region=HiddenRegion.from_config(self.config),
             )
-        broken = [v for v in verdicts.values() if WORKER_START_FAILED in str(v.message)]
+        broken = [v for v in verdicts.values() if v.status is VerdictStatus.INFRASTRUCTURE]
         if broken:
-            # Student code cannot stop the worker from starting: this is a grader problem,
-            # so the submission is reported as not graded instead of scoring zero.
-            raise RuntimeError(f"sealed re-check unavailable: {broken[0].message}")
+            # A status only the checker sets (student code cannot stop the worker from starting):
+            # a grader problem, so the submission is reported as not graded instead of scoring zero.
+            raise RuntimeError(f"sealed re-check unavailable: {broken[0].detail}")
         for cell in nb.cells:
             if cell_role(cell, self.setup_grade_ids) != "test":
                 continue
             verdict = verdicts.get(grade_id(cell) or "")
-            cell.outputs = merged_test_outputs(
-                cell.outputs, verdict, max_stdout_chars=self.max_stdout_chars, source=_text_of(cell.source)
-            )
+            cell.outputs = merged_test_outputs(cell.outputs, verdict, max_stdout_chars=self.max_stdout_chars)
             if verdict is not None:
                 self.log.info(
-                    "Sealed %s: %s (%.2fs)", verdict.grade_id, "passed" if verdict.passed else "failed", verdict.seconds
+                    "Sealed %s: %s (%.2fs)", verdict.grade_id, verdict.status.value, verdict.seconds
                 )
         return nb, resources

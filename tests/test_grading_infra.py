@@ -32,12 +32,10 @@ from grading.preprocessors import (
     merged_test_outputs,
     notebooks_hidden,
     output_sizes,
-    redact_hidden_source,
     remove_special_files,
-    restore_hidden_tests,
-    strip_hidden_tests,
 )
-from grading.sealed import Verdict
+from grading.hidden_region import DEFAULT_REGION, restore_test_cells
+from grading.sealed import Verdict, VerdictStatus
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -242,27 +240,20 @@ def test_safe_execute_caps_streaming_output() -> None:
 
 def test_merged_outputs_drop_stderr_and_keep_points_only_if_both_pass() -> None:
     outs = [stream("hello\n"), stream("DeprecationWarning: x\n", "stderr")]
-    merged = merged_test_outputs(copy.deepcopy(outs), Verdict("t", True, "", 0.1), max_stdout_chars=100)
+    merged = merged_test_outputs(copy.deepcopy(outs), Verdict("t", VerdictStatus.PASSED), max_stdout_chars=100)
     assert [o.output_type for o in merged] == ["stream"] and merged[0].name == "stdout"
 
-    failed = merged_test_outputs(copy.deepcopy(outs), Verdict("t", False, "ValueError: bad", 0.1),
+    failed = merged_test_outputs(copy.deepcopy(outs), Verdict("t", VerdictStatus.FAILED, "ValueError", "bad"),
                                  max_stdout_chars=100)
     assert failed[0].output_type == "error" and failed[0].traceback == ["ValueError: bad"]
 
     kernel_error = [stream("x\n"), new_output("error", ename="AssertionError", evalue="wrong",
                                               traceback=["\x1b[31mTraceback", "assert secret_test()", "AssertionError: wrong"])]
-    merged = merged_test_outputs(kernel_error, Verdict("t", True, "", 0.1), max_stdout_chars=100)
+    merged = merged_test_outputs(kernel_error, Verdict("t", VerdictStatus.PASSED), max_stdout_chars=100)
     assert merged[0].traceback == ["AssertionError: wrong"]
 
     missing = merged_test_outputs([], None, max_stdout_chars=100)
     assert missing[0].output_type == "error"
-
-
-def test_sealed_message_quoting_a_hidden_line_is_redacted() -> None:
-    source = "assert f(1) == 1\n### BEGIN HIDDEN TESTS\nassert f(2) == 99\n### END HIDDEN TESTS"
-    assert redact_hidden_source("AssertionError: line 3: assert f(2) == 99", source) == (
-        "AssertionError: a hidden test failed")
-    assert redact_hidden_source("AssertionError: line 1: assert f(1) == 1", source).endswith("== 1")
 
 
 # --------------------------------------------------------------------------- hidden tests stay out of the kernel
@@ -284,10 +275,10 @@ def hidden_tests_notebook() -> nbformat.NotebookNode:
 
 
 def test_strip_hidden_tests_keeps_the_visible_lines() -> None:
-    assert strip_hidden_tests(HIDDEN_TEST) == (
+    assert DEFAULT_REGION.strip(HIDDEN_TEST) == (
         "import numpy as np\nassert add(1, 2) == 3\nprint('visible test passed')")
-    assert strip_hidden_tests(HIDDEN_ONLY_TEST).strip() == ""
-    assert strip_hidden_tests("a = 1\n### BEGIN HIDDEN TESTS\nsecret()") == "a = 1"  # unterminated
+    assert DEFAULT_REGION.strip(HIDDEN_ONLY_TEST).strip() == ""
+    assert DEFAULT_REGION.strip("a = 1\n### BEGIN HIDDEN TESTS\nsecret()") == "a = 1"  # unterminated
 
 
 def test_hidden_tests_are_recorded_stripped_and_put_back() -> None:
@@ -298,36 +289,56 @@ def test_hidden_tests_are_recorded_stripped_and_put_back() -> None:
     assert nb.cells[2].source.strip() == ""
     assert nb.cells[3].source == original.cells[3].source
     assert resources[FULL_TEST_SOURCES]["test_add"]["full"] == HIDDEN_TEST
-    assert restore_hidden_tests(nb, resources) == 2
+    assert restore_test_cells(nb, resources[FULL_TEST_SOURCES]) == 2
     assert [c.source for c in nb.cells] == [c.source for c in original.cells]
-    assert restore_hidden_tests(nb, resources) == 0  # already whole
+    assert restore_test_cells(nb, resources[FULL_TEST_SOURCES]) == 0  # already whole
     nb.cells[1].source = "pass"
     with pytest.raises(RuntimeError, match="test_add"):
-        restore_hidden_tests(nb, resources)
+        restore_test_cells(nb, resources[FULL_TEST_SOURCES])
 
 
-def test_sealed_verdict_checks_and_saves_the_full_test_cells(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The kernel got the visible part only; the sealed run gets the full cells (and its verdict
-    on a hidden check counts), and the cells end up whole again."""
-    seen: dict[str, str] = {}
-
-    def fake_run_sealed(nb: nbformat.NotebookNode, **kwargs: object) -> dict[str, Verdict]:
-        for cell in nb.cells:
-            gid = cell.metadata.get("nbgrader", {}).get("grade_id")
-            if cell.metadata.get("nbgrader", {}).get("grade"):
-                seen[gid] = cell.source
-        return {"test_add": Verdict("test_add", True, "", 0.1),
-                "test_hidden": Verdict("test_hidden", False, "AssertionError: line 2: assert add(2, 2) == 4", 0.1)}
-
-    monkeypatch.setattr(preprocessors, "load_runner", lambda dotted: fake_run_sealed)
+def test_sealed_verdict_checks_and_saves_the_full_test_cells() -> None:
+    """The kernel got the visible part only; the real sealed run gets the full cells (a wrong
+    answer that only the hidden check catches fails), and the cells end up whole again."""
     nb = hidden_tests_notebook()
+    nb.cells[0].source = "def add(a, b):\n    return 0 if (a, b) == (20, 22) else a + b"
     nb, resources = StripHiddenTests().preprocess(nb, {})
     nb.cells[1].outputs = [stream("visible test passed\n")]  # what the kernel printed
-    nb, resources = SealedVerdict(sandbox=False).preprocess(nb, resources)
-    assert seen == {"test_add": HIDDEN_TEST, "test_hidden": HIDDEN_ONLY_TEST}
+    nb, resources = SealedVerdict(sandbox=False, student_names=["add"]).preprocess(nb, resources)
     assert nb.cells[1].source == HIDDEN_TEST and nb.cells[2].source == HIDDEN_ONLY_TEST
-    assert [o.output_type for o in nb.cells[1].outputs] == ["stream"]
-    assert nb.cells[2].outputs[0].traceback == ["AssertionError: a hidden test failed"]  # line 2 is hidden
+    assert nb.cells[1].outputs[0].traceback == ["AssertionError: HIDDEN-CHECK-MARKER"], nb.cells[1].outputs
+    assert [o.output_type for o in nb.cells[1].outputs] == ["error", "stream"]
+    assert nb.cells[2].outputs == []  # the hidden-only cell passed (2 + 2 is right)
+
+
+def test_student_text_imitating_an_infrastructure_failure_is_an_ordinary_failure() -> None:
+    """Does a student exception whose message reads like a failed sealed worker cost only that
+    cell (the submission is graded), instead of making the whole submission come out not graded?"""
+    imitation = "not run: the sealed worker could not be started: the worker did not start"
+    nb = new_notebook(cells=[
+        new_code_cell(f"def add(a, b):\n    raise ValueError({imitation!r})",
+                      metadata=nbgrader_meta("answer", solution=True)),
+        new_code_cell("assert add(1, 2) == 3", metadata=nbgrader_meta("test_add", grade=True, locked=True, points=1)),
+        new_code_cell("assert callable(add)", metadata=nbgrader_meta("test_def", grade=True, locked=True, points=1)),
+    ])
+    nb, resources = StripHiddenTests().preprocess(nb, {})
+    nb, resources = SealedVerdict(sandbox=False, student_names=["add"]).preprocess(nb, resources)
+    failed, passed = nb.cells[1].outputs, nb.cells[2].outputs
+    assert [o.output_type for o in failed] == ["error"] and failed[0].ename == "ValueError", failed
+    assert passed == [], passed
+
+
+def test_a_worker_that_cannot_start_leaves_the_submission_not_graded(tmp_path: Path) -> None:
+    """Does a sealed worker that cannot be started (a grader problem) raise, so nbgrader reports
+    the submission as not graded instead of scoring it zero?"""
+    nb = new_notebook(cells=[
+        new_code_cell("def add(a, b):\n    return a + b", metadata=nbgrader_meta("answer", solution=True)),
+        new_code_cell("assert add(1, 2) == 3", metadata=nbgrader_meta("test_add", grade=True, locked=True, points=1)),
+    ])
+    nb, resources = StripHiddenTests().preprocess(nb, {})
+    broken = SealedVerdict(sandbox=False, student_names=["add"], python=str(tmp_path / "no-python"))
+    with pytest.raises(RuntimeError, match="sealed re-check unavailable"):
+        broken.preprocess(nb, resources)
 
 
 # --------------------------------------------------------------------------- missing cells put back

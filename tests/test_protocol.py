@@ -18,7 +18,7 @@ import nbformat.v4 as v4
 import numpy as np
 import pytest
 
-from grading.sealed import protocol, run_sealed
+from grading.sealed import VerdictStatus, protocol, run_sealed
 
 TAGS = ["f", "c", "l", "tu", "set", "fs", "d", "nd", "ns", "dt", "st", "pt", "h", "zz", None, 1, [], {}]
 SEED_FRAMES = 3000
@@ -165,5 +165,6 @@ def test_a_forged_reply_fails_the_cell_even_if_the_test_catches_everything():
         v4.new_code_cell("assert f.__name__ == 'f'", metadata={"nbgrader": {**meta["nbgrader"], "grade_id": "t2"}}),
     ])
     verdicts = run_sealed(nb, student_names=["f"], cell_timeout=10.0, startup_timeout=20.0)
-    assert not verdicts["t1"].passed and "malformed reply" in verdicts["t1"].message, verdicts["t1"]
-    assert verdicts["t2"].passed, verdicts["t2"]
+    assert verdicts["t1"].status is VerdictStatus.FAILED, verdicts["t1"]
+    assert verdicts["t1"].ename == "WorkerProtocolError" and "malformed reply" in verdicts["t1"].detail, verdicts["t1"]
+    assert verdicts["t2"].status is VerdictStatus.PASSED, verdicts["t2"]

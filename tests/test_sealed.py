@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from grading import notebook
-from grading.sealed import StudentError, Verdict, run_sealed
+from grading.sealed import StudentError, Verdict, VerdictStatus, run_sealed
 from grading.sealed import protocol
 from grading.sealed.checker import WorkerSession
 from grading.timing import speed_ratio
@@ -83,9 +83,25 @@ def test_wrong_code_fails_with_assertion_message():
         ("test", "out = f(None)\nassert out.shape == (2, 5, 16), f'expected shape (2, 5, 16), got {out.shape}'"),
         ("test", "assert f(None).sum() == 1"),
     )
-    assert verdicts["t1"] == Verdict("t1", False, "AssertionError: expected shape (2, 5, 16), got (5, 2, 16)",
-                                     verdicts["t1"].seconds)
+    assert verdicts["t1"] == Verdict("t1", VerdictStatus.FAILED, "AssertionError", "expected shape (2, 5, 16), got "
+                                     "(5, 2, 16)", 2, False, verdicts["t1"].seconds)
+    assert verdicts["t1"].message == "AssertionError: expected shape (2, 5, 16), got (5, 2, 16)"
     assert verdicts["t2"].message == "AssertionError: line 1: assert f(None).sum() == 1"
+
+
+def test_a_failing_hidden_line_is_redacted_by_the_checker():
+    """Does a failing line without a message inside the hidden region come back as redacted
+    (flagged hidden, its code never quoted), while a visible failing line is quoted?"""
+    verdicts = sealed(
+        IMPORTS,
+        ("answer", "def f(x):\n    return 0"),
+        ("test", "assert f(1) == 0\n### BEGIN HIDDEN TESTS\nassert f(2) == 99  # SECRET\n### END HIDDEN TESTS"),
+        ("test", "assert f(1) == 5\n### BEGIN HIDDEN TESTS\nassert f(2) == 0\n### END HIDDEN TESTS"),
+    )
+    hidden, visible = verdicts["t1"], verdicts["t2"]
+    assert (hidden.status, hidden.ename, hidden.line, hidden.hidden) == (VerdictStatus.FAILED, "AssertionError", 3, True)
+    assert hidden.detail == "a hidden test failed" and "SECRET" not in hidden.message, hidden
+    assert (visible.line, visible.hidden, visible.detail) == (1, False, "line 1: assert f(1) == 5"), visible
 
 
 def test_student_cells_run_in_order_before_each_test():
@@ -246,10 +262,11 @@ def test_hanging_or_crashing_student_cell_is_skipped():
 
 
 def test_unstartable_worker_fails_every_test_with_a_reason():
-    """If the worker cannot start, does every test cell still get a failed verdict with a reason?"""
+    """If the worker cannot start, is that test cell's verdict an infrastructure failure (with the
+    reason) and every later one not run, statuses no student code can produce?"""
     verdicts = sealed(IMPORTS, ("test", "pass"), ("test", "pass"), worker_prefix=["/nonexistent/wrapper"])
-    assert set(verdicts) == {"t1", "t2"}
-    assert all(not v.passed and v.message.startswith("not run:") for v in verdicts.values())
+    assert [verdicts[t].status for t in ("t1", "t2")] == [VerdictStatus.INFRASTRUCTURE, VerdictStatus.NOT_RUN]
+    assert verdicts["t1"].ename == "WorkerStartError" and "/nonexistent/wrapper" in verdicts["t1"].detail, verdicts["t1"]
 
 
 def test_oversized_reply_fails_that_call_only(monkeypatch):
@@ -642,7 +659,7 @@ def test_worker_session_kills_process_group_on_timeout(tmp_path):
             pytest.fail("WorkerTimeout was caught by except Exception")
     assert session.proc is not None and session.proc.poll() is not None
     with pytest.raises(protocol.WorkerTimeout):
-        session.request("ping")
+        session.request("release", {"all": True})
 
 
 # --------------------------------------------------------------------------- cell roles

@@ -3,7 +3,7 @@
 See :func:`run_sealed`.
 """
 
-from grading.sealed.checker import Verdict, WorkerStartError, run_sealed
+from grading.sealed.checker import Verdict, VerdictStatus, WorkerStartError, run_sealed
 from grading.sealed.protocol import StudentError, WorkerCrashed, WorkerProtocolError, WorkerTimeout
 from grading.sealed.proxy import RemoteObject
 
@@ -11,6 +11,7 @@ __all__ = [
     "RemoteObject",
     "StudentError",
     "Verdict",
+    "VerdictStatus",
     "WorkerCrashed",
     "WorkerProtocolError",
     "WorkerStartError",

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import enum
 import fcntl
 import logging
 import os
@@ -33,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from grading.hidden_region import DEFAULT_REGION, HiddenRegion
 from grading.notebook import cell_source, execution_plan, student_code_cells, test_cells, test_grade_id
 from grading.sealed import protocol
 from grading.sealed.protocol import SealedFailure, WorkerCrashed, WorkerProtocolError, WorkerTimeout
@@ -48,14 +50,41 @@ GRADING_ROOT = Path(__file__).resolve().parents[2]  # directory that contains th
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
 
+class VerdictStatus(enum.Enum):
+    """How the sealed re-check of one test cell ended."""
+
+    PASSED = "passed"                  # the test code completed without raising
+    FAILED = "failed"                  # it raised (student code, a test assertion, a worker failure)
+    NOT_RUN = "not run"                # not run because the sealed machinery failed before it
+    INFRASTRUCTURE = "infrastructure"  # the sealed machinery itself failed (the worker did not start)
+
+
 @dataclass(frozen=True)
 class Verdict:
-    """Outcome of one test cell in the sealed re-check."""
+    """Outcome of one test cell in the sealed re-check.
+
+    The status is set by the checker alone: student code can only make a test cell raise (FAILED),
+    never produce NOT_RUN or INFRASTRUCTURE, whatever its exceptions say.
+    """
 
     grade_id: str
-    passed: bool
-    message: str  # "" when passed, else one line such as "AssertionError: expected ..."
-    seconds: float  # wall-clock time of the test cell (excluding replay of student cells)
+    status: VerdictStatus
+    ename: str = ""       # class name of the exception that failed the cell ("" when passed)
+    detail: str = ""      # its message on one line, or the (redacted) failing line when it had none
+    line: int | None = None  # line of the test cell where it failed, when known
+    hidden: bool = False  # whether that line lies in the hidden-test region
+    seconds: float = 0.0  # wall-clock time of the test cell (excluding replay of student cells)
+
+    @property
+    def passed(self) -> bool:
+        return self.status is VerdictStatus.PASSED
+
+    @property
+    def message(self) -> str:
+        """One line for people: ``"Ename: detail"`` (``""`` when passed)."""
+        if self.passed:
+            return ""
+        return f"{self.ename}: {self.detail}" if self.detail else self.ename
 
 
 class WorkerStartError(Exception):
@@ -353,22 +382,33 @@ class WorkerSession:
 
 
 # --------------------------------------------------------------------------------- formatting
-def _error_line(exc: BaseException, source: str, filename: str) -> str:
-    """One-line description of why a test cell failed."""
-    name = type(exc).__name__
+def _failing_line(exc: BaseException, filename: str) -> int | None:
+    """Line of the test cell (compiled as ``filename``) in which ``exc`` was raised, if any."""
+    lineno = None
+    tb: TracebackType | None = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == filename:
+            lineno = tb.tb_lineno
+        tb = tb.tb_next
+    return lineno
+
+
+def failed_verdict(grade_id: str, exc: BaseException, source: str, filename: str, seconds: float,
+                   region: HiddenRegion = DEFAULT_REGION) -> Verdict:
+    """The verdict of a test cell that raised ``exc``.
+
+    The detail is the exception's message on one line; an exception without a message gets the
+    failing line of the test cell instead, or :data:`grading.hidden_region.REDACTED` when that line
+    lies in the hidden region (the checker holds the source, so it redacts here).
+    """
     text = protocol.safe_text(exc, 4 * MESSAGE_CHARS)
-    message = " | ".join(line.strip() for line in text.splitlines() if line.strip())
-    if not message:
-        lineno = None
-        tb: TracebackType | None = exc.__traceback__
-        while tb is not None:
-            if tb.tb_frame.f_code.co_filename == filename:
-                lineno = tb.tb_lineno
-            tb = tb.tb_next
-        lines = source.splitlines()
-        if lineno is not None and 0 < lineno <= len(lines):
-            message = f"line {lineno}: {lines[lineno - 1].strip()}"
-    return (f"{name}: {message}" if message else name)[:MESSAGE_CHARS]
+    detail = " | ".join(line.strip() for line in text.splitlines() if line.strip())
+    line = _failing_line(exc, filename)
+    hidden = line is not None and line in region.line_numbers(source)
+    if not detail and line is not None:
+        detail = region.quote_line(source, line)
+    return Verdict(grade_id, VerdictStatus.FAILED, type(exc).__name__[:MESSAGE_CHARS], detail[:MESSAGE_CHARS],
+                   line, hidden, seconds)
 
 
 # ---------------------------------------------------------------------------------- the runner
@@ -388,8 +428,9 @@ class _Runner:
 
     def __init__(self, nb: Mapping[str, Any], student_names: Sequence[str], setup_grade_ids: Sequence[str],
                  worker_prefix: Sequence[str], cell_timeout: float, startup_timeout: float,
-                 python: str, workdir: Path):
+                 python: str, workdir: Path, region: HiddenRegion = DEFAULT_REGION):
         self.nb = nb
+        self.region = region
         self.student_names = list(student_names)
         self.setup_grade_ids = tuple(setup_grade_ids)
         self.worker_prefix = list(worker_prefix)
@@ -405,17 +446,20 @@ class _Runner:
     def run(self) -> dict[str, Verdict]:
         tests = {i: (test_grade_id(i, c), cell_source(c)) for i, c in test_cells(self.nb)}
         verdicts: dict[str, Verdict] = {}
-        fatal: str | None = None
+        broken = False
         try:
             for test_index, needed in execution_plan(self.nb, self.setup_grade_ids):
                 grade_id, source = tests[test_index]
-                if fatal is None:
-                    try:
-                        self._prepare(needed)
-                    except WorkerStartError as exc:
-                        fatal = f"not run: the sealed worker could not be started: {exc}"
-                if fatal is not None:
-                    verdicts[grade_id] = Verdict(grade_id, False, fatal[:MESSAGE_CHARS], 0.0)
+                if broken:
+                    verdicts[grade_id] = Verdict(grade_id, VerdictStatus.NOT_RUN, "WorkerStartError",
+                                                 "the sealed worker could not be started for an earlier test")
+                    continue
+                try:
+                    self._prepare(needed)
+                except WorkerStartError as exc:
+                    broken = True
+                    verdicts[grade_id] = Verdict(grade_id, VerdictStatus.INFRASTRUCTURE, "WorkerStartError",
+                                                 protocol.safe_text(exc, MESSAGE_CHARS))
                     continue
                 verdicts[grade_id] = self._run_test(grade_id, source)
         finally:
@@ -489,14 +533,15 @@ class _Runner:
             session.kill()
             self.session = None
         if error is None:
-            return Verdict(grade_id, True, "", seconds)
-        return Verdict(grade_id, False, _error_line(error, source, filename), seconds)
+            return Verdict(grade_id, VerdictStatus.PASSED, seconds=seconds)
+        return failed_verdict(grade_id, error, source, filename, seconds, self.region)
 
 
 def run_sealed(nb: Mapping[str, Any], *, student_names: Sequence[str],
                setup_grade_ids: Sequence[str] = ("imports",), worker_prefix: Sequence[str] = (),
                cell_timeout: float = 30.0, startup_timeout: float = 60.0,
-               python: str = sys.executable, workdir: str | None = None) -> dict[str, Verdict]:
+               python: str = sys.executable, workdir: str | None = None,
+               region: HiddenRegion = DEFAULT_REGION) -> dict[str, Verdict]:
     """Re-check an autograded notebook with student code sealed in a worker process.
 
     ``nb`` is the notebook as restored by nbgrader (test cells hold the instructor's code). Student
@@ -508,10 +553,11 @@ def run_sealed(nb: Mapping[str, Any], *, student_names: Sequence[str],
     wrapper; it must keep inherited file descriptors open). ``cell_timeout`` bounds the requests of
     one test cell, ``startup_timeout`` each (re)start of the worker including replay of student
     cells. ``workdir`` is the worker's scratch working directory (a temporary one if ``None``).
+    ``region`` holds the hidden-test delimiters: a failing line inside them is never quoted.
 
     Returns one :class:`Verdict` per test cell, keyed by ``grade_id``.
     """
     with _scratch_dir(workdir) as scratch:
         runner = _Runner(nb, student_names, setup_grade_ids, worker_prefix, cell_timeout,
-                         startup_timeout, python, scratch)
+                         startup_timeout, python, scratch, region)
         return runner.run()
