@@ -81,7 +81,9 @@ def course_ids(gradebook: Path) -> list[str]:
 
 
 def read_scores(gradebook: Path) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
-    """Per-cell auto scores and totals of every graded student of the assignment."""
+    """Per-cell auto scores and totals of every graded student of the assignment, both as the
+    gradebook reports them (a total is nbgrader's ``SubmittedAssignment.score``, computed by the
+    gradebook's own query, so comparing it with the expected total checks more than the cells)."""
     from nbgrader.api import Gradebook, MissingEntry
 
     if not gradebook.is_file():
@@ -103,7 +105,7 @@ def read_scores(gradebook: Path) -> tuple[dict[str, dict[str, float]], dict[str,
                         cells[grade.name] = float(grade.auto_score)
             student = submission.student.id
             scores[student] = cells
-            totals[student] = float(sum(cells.values()))
+            totals[student] = float(submission.score)  # the gradebook's own total, not a sum of the above
     return scores, totals
 
 

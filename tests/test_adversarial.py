@@ -4,12 +4,16 @@ Every attack in ``fixtures/adversarial.py`` is graded in one of three batch runs
 side (module scope), each batch with a reference submission as a control. Short timeouts keep the
 runaway fixtures short: 10 s per cell in the kernel, 5 s per test cell in the sealed re-check.
 
-Attacks that grading currently gets wrong carry a ``hole`` (why, and what to change); their rows
-are strict xfails, so fixing a hole turns the suite red until the mark is removed.
+Every attack proves that it actually ran (a stale attack would otherwise pass by doing nothing):
+a marker its own code prints in the kernel once its exploit is in place, a probe that passes in a
+real sealed worker only with the exploit in place, or, for a tampered notebook, the notebook
+itself differing from the reference submission.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import re
 import socket
 import threading
@@ -24,6 +28,8 @@ import pytest
 import pipeline
 from pipeline import ASSIGNMENT, NOTEBOOK, GradeRun, grade
 from submissions import Submission, grade_id
+
+from grading import notebook
 
 from fixtures import adversarial as adv
 from fixtures.students import expected_scores
@@ -159,18 +165,10 @@ def outputs_text(cell: nbformat.NotebookNode) -> str:
 # ------------------------------------------------------------------------------- one per row
 
 
-def attack_params() -> list[object]:
-    names = [a.name for a in adv.ATTACKS if a.name != "file_flood"] + ["many_cells_flood", "network_probe"]
-    params = []
-    extra = {"many_cells_flood": adv.many_cells_flood, "network_probe": adv.network_probe(0)}
-    for name in names:
-        attack = adv.BY_NAME.get(name) or extra[name]
-        marks = [pytest.mark.xfail(strict=True, reason=attack.hole)] if attack.hole else []
-        params.append(pytest.param(name, id=name, marks=marks))
-    return params
+ALL_ATTACKS = {a.name: a for a in (*adv.ATTACKS, adv.many_cells_flood, adv.network_probe(0))}
 
 
-@pytest.mark.parametrize("name", attack_params())
+@pytest.mark.parametrize("name", sorted(set(ALL_ATTACKS) - {"file_flood"}))
 def test_attack_gets_exactly_the_expected_scores(name: str, attacks: Mapping[str, adv.Attack],
                                                  runs: Mapping[str, GradeRun]) -> None:
     """Does each attack get exactly the expected score in every graded cell (or, for a file that
@@ -193,6 +191,58 @@ def test_file_flood_does_not_cost_anyone_their_grades(runs: Mapping[str, GradeRu
     run = runs["c"]
     assert run.totals.get(CONTROL) == 100.0, run.stdout[-3000:]
     assert run.scores.get("file_flood") == dict(adv.file_flood.scores), run.stdout[-3000:]
+
+
+# ---------------------------------------------------------------------- the attacks really ran
+
+
+@pytest.mark.parametrize("name", sorted(ALL_ATTACKS))
+def test_attack_carries_a_proof_that_it_ran(name: str) -> None:
+    """Does every attack say how it proves that it ran (marker, worker probe or tampered notebook)?"""
+    attack = ALL_ATTACKS[name]
+    assert attack.marker or attack.worker_probe or attack.tampered, f"{name} cannot show that it ran"
+
+
+@pytest.mark.parametrize("name", sorted(n for n, a in ALL_ATTACKS.items() if a.marker))
+def test_attack_marker_is_in_the_graded_notebook(name: str, attacks: Mapping[str, adv.Attack],
+                                                 runs: Mapping[str, GradeRun]) -> None:
+    """Did the attack's own code run in the kernel and find its exploit in place (its marker is in
+    the outputs of the graded notebook)?"""
+    attack = attacks[name]
+    nb = nbformat.read(graded_notebook(runs[batch_of(name)], name), as_version=4)
+    text = "".join(outputs_text(c) for c in nb.cells if c.cell_type == "code")
+    assert attack.marker in text, f"{name}: marker {attack.marker!r} not in the graded notebook"
+
+
+@pytest.mark.parametrize("name", sorted(n for n, a in ALL_ATTACKS.items() if a.worker_probe))
+def test_attack_is_in_place_in_a_real_sealed_worker(name: str) -> None:
+    """With the attack's cells replayed in a real sealed worker, does its probe (a test cell that
+    passes only with the exploit in place) pass?"""
+    from traitlets.config.loader import PyFileConfigLoader
+
+    from grading.sealed import VerdictStatus, run_sealed
+
+    attack = ALL_ATTACKS[name]
+    nb = attack.content()
+    probe = copy.deepcopy(next(c for c in nb.cells if notebook.cell_role(c) == "test"))
+    probe.source = attack.worker_probe
+    probe.metadata["nbgrader"]["grade_id"] = "attack_probe"
+    nb.cells = [c for c in nb.cells if notebook.cell_role(c) != "test"] + [probe]
+    names = list(PyFileConfigLoader("nbgrader_config.py", path=str(pipeline.REPO)).load_config()
+                 .SealedVerdict.student_names)
+    verdict = run_sealed(nb, student_names=names, cell_timeout=30, startup_timeout=60)["attack_probe"]
+    assert verdict.status is VerdictStatus.PASSED, f"{name}: the attack is not in place: {verdict.message}"
+
+
+@pytest.mark.parametrize("name", sorted(n for n, a in ALL_ATTACKS.items() if a.tampered))
+def test_tampered_notebook_differs_from_the_reference(name: str) -> None:
+    """Does each tampering attack hand in something other than the untampered submission?"""
+    attack = ALL_ATTACKS[name]
+    untampered = dataclasses.replace(attack.submission, transform=None).notebook()
+    if isinstance(attack, adv.RenamedAttack):
+        assert attack.filename != f"{NOTEBOOK}.ipynb"
+    else:
+        assert attack.content() != untampered
 
 
 # ------------------------------------------------------------------------------ whole batches
@@ -295,9 +345,12 @@ def test_hidden_tests_stay_out_of_feedback(runs: Mapping[str, GradeRun]) -> None
 
 
 def test_sealed_worker_cannot_reach_the_grading_machine(listener: Listener, runs: Mapping[str, GradeRun]) -> None:
-    """Does no connection from the sealed worker reach a server on the grading machine's loopback
-    interface (the worker has a network namespace of its own)?"""
+    """Did the sealed worker's probe run, and did no connection from it reach a server on the
+    grading machine's loopback interface (the worker has a network namespace of its own)?"""
     assert b"worker" not in listener.received, listener.received
+    # The probe deletes a graded function in the worker unless it ran and was refused there.
+    run = runs[batch_of("network_probe")]
+    assert run.scores.get("network_probe") == expected_scores(), "the worker's network probe did not run or got through"
 
 
 @pytest.mark.xfail(strict=True, reason=(

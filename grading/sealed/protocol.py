@@ -31,7 +31,6 @@ Requests (checker -> worker) are headers ``{"op": name, ...}``; replies are ``{"
 * ``bench(h, args_list)``: call ``h`` on every argument tuple and reply with the fingerprints of
   the results (:func:`grading.timing.call_and_checksum`); the checker times the round trip, so
   the arguments and the checksums both cross inside the timed window
-* ``ping``
 
 The checker treats every frame from the worker as hostile: :class:`Decoder` validates the
 structure and never unpickles anything.

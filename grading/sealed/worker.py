@@ -137,9 +137,6 @@ class Worker:
         return encoder.encode(value), encoder.blobs
 
     # -- operations -----------------------------------------------------------------------
-    def op_ping(self, req: dict[str, Any], blobs: list[memoryview]) -> Any:
-        return "pong"
-
     def op_exec_cells(self, req: dict[str, Any], blobs: list[memoryview]) -> Any:
         results = []
         for source in self.decode(req["sources"], blobs):
