@@ -25,8 +25,8 @@ c.OverwriteCells.add_missing_cells = True
 c.Execute.timeout = 60
 
 # Outputs kept: per cell (100,000 characters of text, 5,000,000 of images) and for the whole notebook.
-c.LimitOutputSize.max_total_chars = 1_000_000
-c.LimitOutputSize.max_total_image_chars = 5_000_000
+c.LimitOutputChars.max_total_chars = 1_000_000
+c.LimitOutputChars.max_total_image_chars = 5_000_000
 
 # Autograde, sanitizing: copy-pasted or foreign nbgrader cells become plain cells instead of
 # aborting the grading (nbgrader 0.9.6 fails on both), and deleted test cells are put back even
@@ -47,12 +47,12 @@ c.Autograde.sanitize_preprocessors = [
 # outputs of every cell and of the whole notebook, before grades are saved.
 c.Autograde.autograde_preprocessors = [
     "grading.preprocessors.StripHiddenTests",
-    "grading.preprocessors.SafeExecute",
+    "grading.preprocessors.TolerantExecute",
     "nbgrader.preprocessors.IgnorePattern",
     "nbconvert.preprocessors.ClearMetadataPreprocessor",
     "nbgrader.preprocessors.LimitOutput",
     "grading.preprocessors.SealedVerdict",
-    "grading.preprocessors.LimitOutputSize",
+    "grading.preprocessors.LimitOutputChars",
     "nbgrader.preprocessors.SaveAutoGrades",
     "nbgrader.preprocessors.AssignLatePenalties",
     "nbgrader.preprocessors.CheckCellMetadata",

@@ -14,7 +14,7 @@ What happens:
 
 0. The course's ``nbgrader_config.py`` is loaded the way nbgrader loads it;
    grading stops (exit status 2) if it fails to load or if
-   ``Autograde.autograde_preprocessors`` lacks ``SafeExecute`` or
+   ``Autograde.autograde_preprocessors`` lacks ``TolerantExecute`` or
    ``SealedVerdict`` (nbgrader itself would grade with its defaults).
 1. The course gradebook must know the assignment; if it does not,
    ``nbgrader generate_assignment --force`` is run in the course first.
@@ -71,7 +71,7 @@ MAX_SUBMISSION_FILES = 2_000
 MAX_RESULT_BYTES = 200 * 1024**2  # autograded notebooks and feedback pages copied out per student
 MAX_LOG_BYTES = 20 * 1024**2  # of each log copied out (the rest is cut)
 DEFAULT_TIMEOUT = 1800.0
-REQUIRED_PREPROCESSORS = ("grading.preprocessors.SafeExecute", "grading.preprocessors.SealedVerdict")
+REQUIRED_PREPROCESSORS = ("grading.preprocessors.TolerantExecute", "grading.preprocessors.SealedVerdict")
 
 
 @dataclass(frozen=True)
@@ -207,7 +207,7 @@ def check_course_config(course: Path) -> list[str]:
 
     nbgrader logs a config file that fails to load and grades with its defaults, which would
     silently drop the sealed re-check (``SealedVerdict``) and the dead-kernel tolerant execution
-    (``SafeExecute``).  Returns the autograde preprocessors.
+    (``TolerantExecute``).  Returns the autograde preprocessors.
     """
     config = course / "nbgrader_config.py"
     if not config.is_file():

@@ -222,19 +222,33 @@ def hand_over(path: os.PathLike[str] | str, uid: int) -> None:
                 os.lchown(os.path.join(root, name), uid, uid)
 
 
-def sandbox_env(workdir: Path, environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Environment of the sandboxed process: a small allowlist plus fixed values."""
+def sandbox_env(
+    workdir: Path,
+    environ: Mapping[str, str] | None = None,
+    *,
+    tmp: Path = Path("/tmp"),
+    lib_dir: Path = SANDBOX_LIB_DIR,
+) -> dict[str, str]:
+    """Environment of a process that runs student code: a small allowlist plus fixed values.
+
+    The one builder for the kernel and the sealed worker, sandboxed or not, so they see the same
+    policy: ``TMPDIR`` is ``tmp`` (private to that process tree: the sandbox's own ``/tmp``, or a
+    fresh temporary directory when there is no sandbox), ``HOME`` is ``tmp/home`` (never the
+    working directory, which holds the submission's files), and ``grading`` is importable from
+    ``lib_dir``.
+    """
     source = os.environ if environ is None else environ
     env = {key: source[key] for key in _ENV_PASSTHROUGH if key in source}
+    home = tmp / "home"
     env.update(
         {
             "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
-            "HOME": "/tmp/home",
-            "TMPDIR": "/tmp",
-            "IPYTHONDIR": "/tmp/home/.ipython",
-            "MPLCONFIGDIR": "/tmp/home/.matplotlib",
-            "JUPYTER_RUNTIME_DIR": "/tmp/home/runtime",
-            "PYTHONPATH": str(SANDBOX_LIB_DIR),
+            "HOME": str(home),
+            "TMPDIR": str(tmp),
+            "IPYTHONDIR": str(home / ".ipython"),
+            "MPLCONFIGDIR": str(home / ".matplotlib"),
+            "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
+            "PYTHONPATH": str(lib_dir),
             "PYTHONDONTWRITEBYTECODE": "1",
             "SANDBOX_WORKDIR": str(workdir),
         }

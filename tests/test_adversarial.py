@@ -211,7 +211,8 @@ def test_attack_marker_is_in_the_graded_notebook(name: str, attacks: Mapping[str
     attack = attacks[name]
     nb = nbformat.read(graded_notebook(runs[batch_of(name)], name), as_version=4)
     text = "".join(outputs_text(c) for c in nb.cells if c.cell_type == "code")
-    assert attack.marker in text, f"{name}: marker {attack.marker!r} not in the graded notebook"
+    added = [c.get("outputs") for c in nb.cells if c.cell_type == "code" and "nbgrader" not in c.metadata]
+    assert attack.marker in text, f"{name}: marker {attack.marker!r} not in the graded notebook; added cells: {added}"[:5000]
 
 
 @pytest.mark.parametrize("name", sorted(n for n, a in ALL_ATTACKS.items() if a.worker_probe))

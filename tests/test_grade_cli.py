@@ -163,10 +163,10 @@ def test_the_course_configuration_loads_with_the_sealed_recheck() -> None:
     ("\nc.Execute.timeout = undefined_name\n", None, "does not load"),
     ("\nc.Autograde.autograde_preprocessors.remove('grading.preprocessors.SealedVerdict')\n", None,
      "lacks grading.preprocessors.SealedVerdict"),
-    ("", "grading.preprocessors.SafeExecute", "lacks grading.preprocessors.SafeExecute"),
+    ("", "grading.preprocessors.TolerantExecute", "lacks grading.preprocessors.TolerantExecute"),
     ("\nc.Autograde.autograde_preprocessors.append('grading.preprocessors.NoSuchThing')\n", None,
      "cannot be imported"),
-], ids=["name-error", "no-sealed-verdict", "no-safe-execute", "unimportable"])
+], ids=["name-error", "no-sealed-verdict", "no-tolerant-execute", "unimportable"])
 def test_an_unusable_course_configuration_is_refused(tmp_path: Path, extra: str, drop: str | None,
                                                      message: str) -> None:
     course = course_with_config(tmp_path, extra, drop)

@@ -22,9 +22,9 @@ import grading.preprocessors as preprocessors
 from grading import grade, sandbox
 from grading.preprocessors import (
     FULL_TEST_SOURCES,
-    LimitOutputSize,
+    LimitOutputChars,
     OverwriteCellsAnywhere,
-    SafeExecute,
+    TolerantExecute,
     SanitizeNbgraderMetadata,
     SealedVerdict,
     StripHiddenTests,
@@ -147,7 +147,7 @@ def test_cap_outputs_limits_one_long_line_and_keeps_errors() -> None:
 
 def test_limit_output_size_preprocessor() -> None:
     nb = new_notebook(cells=[new_code_cell("print()", outputs=[stream("y" * 500_000)]), new_markdown_cell("m")])
-    pre = LimitOutputSize(max_chars=1000)
+    pre = LimitOutputChars(max_chars=1000)
     nb, _ = pre.preprocess(nb, {})
     assert len(nb.cells[0].outputs[0].text) == 1000
     assert "truncated" in nb.cells[0].outputs[1].text
@@ -163,7 +163,7 @@ def test_limit_output_size_caps_the_whole_notebook_and_serves_test_cells_first()
                          outputs=[stream("Visible checks passed\n"), new_output("display_data", data={
                              "text/plain": "table", "image/png": "A" * 1000})])
     nb = new_notebook(cells=[*flood, crash, test])
-    nb, _ = LimitOutputSize(max_chars=100_000, max_total_chars=1_000_000, max_total_image_chars=500).preprocess(nb, {})
+    nb, _ = LimitOutputChars(max_chars=100_000, max_total_chars=1_000_000, max_total_image_chars=500).preprocess(nb, {})
     text = sum(output_sizes(o)[0] for c in nb.cells for o in c.outputs)
     assert 900_000 < text < 1_010_000
     assert nb.cells[-1].outputs[0].text == "Visible checks passed\n"
@@ -178,7 +178,7 @@ def test_limit_output_size_caps_the_whole_notebook_and_serves_test_cells_first()
 
 def test_limit_output_size_budget_is_configurable() -> None:
     nb = new_notebook(cells=[new_code_cell("p()", outputs=[stream("y" * 600)]) for _ in range(3)])
-    nb, _ = LimitOutputSize(max_chars=1000, max_total_chars=1000).preprocess(nb, {})
+    nb, _ = LimitOutputChars(max_chars=1000, max_total_chars=1000).preprocess(nb, {})
     assert [len(o.text) for o in nb.cells[0].outputs] == [600]
     assert len(nb.cells[1].outputs[0].text) == 400 and "whole notebook" in nb.cells[1].outputs[1].text
     assert [o.text for o in nb.cells[2].outputs if "whole notebook" not in o.text] == []
@@ -212,7 +212,7 @@ def test_safe_execute_shuts_down_a_kernel_that_ignores_the_interrupt(
         new_markdown_cell("after"),
         new_code_cell("print(x)"),
     ])
-    pre = SafeExecute(timeout=2, kernel_name=kernel_name)
+    pre = TolerantExecute(timeout=2, kernel_name=kernel_name)
     nb, _ = pre.preprocess(nb, {"metadata": {"path": str(work)}})
     assert nb.cells[0].outputs[0].text == "before\n"
     assert nb.cells[1].outputs[0].text == "spinning\n"
@@ -222,7 +222,7 @@ def test_safe_execute_shuts_down_a_kernel_that_ignores_the_interrupt(
 
 
 def test_safe_execute_caps_streaming_output() -> None:
-    pre = SafeExecute(max_output_chars=1000)
+    pre = TolerantExecute(max_output_chars=1000)
     pre.reset_execution_trackers()
     pre._reset_budget()
     pre.clear_before_next_output = False
@@ -638,3 +638,16 @@ def test_feedback_has_no_hidden_tests(graded: dict) -> None:
         html = (out / "feedback" / student / "a1" / "dummy.html").read_text()
         assert "HIDDEN-CHECK-MARKER" not in html and "BEGIN HIDDEN TESTS" not in html
         assert "visible test passed" in html
+
+
+def test_former_preprocessor_names_still_load_and_take_their_settings() -> None:
+    """Do configurations written for the former names (SafeExecute, LimitOutputSize) still load
+    the same preprocessors, with their old configuration sections applied?"""
+    from traitlets.config import Config
+    from traitlets.utils.importstring import import_item
+
+    assert issubclass(import_item("grading.preprocessors.SafeExecute"), preprocessors.TolerantExecute)
+    assert issubclass(import_item("grading.preprocessors.LimitOutputSize"), LimitOutputChars)
+    config = Config()
+    config.LimitOutputSize.max_total_chars = 123
+    assert import_item("grading.preprocessors.LimitOutputSize")(config=config).max_total_chars == 123

@@ -168,3 +168,31 @@ def test_a_forged_reply_fails_the_cell_even_if_the_test_catches_everything():
     assert verdicts["t1"].status is VerdictStatus.FAILED, verdicts["t1"]
     assert verdicts["t1"].ename == "WorkerProtocolError" and "malformed reply" in verdicts["t1"].detail, verdicts["t1"]
     assert verdicts["t2"].status is VerdictStatus.PASSED, verdicts["t2"]
+
+
+def test_frame_channel_round_trip_eof_and_size_cap():
+    """Does the one frame channel carry a frame with blobs, return None at end of file between
+    frames, raise ChannelClosed inside a frame and FrameTooLarge before reading a huge one?"""
+    import os
+
+    def pipe_channel(**kwargs: Any) -> tuple[protocol.FrameChannel, int]:
+        rfd, wfd = os.pipe()
+        return protocol.FrameChannel(rfd, wfd, **kwargs), wfd
+
+    channel, wfd = pipe_channel()
+    channel.send({"ok": {"t": "nd", "b": 0}}, [protocol.array_to_bytes(np.arange(3.0))])
+    header, blobs = channel.recv()
+    assert np.array_equal(protocol.load_array(blobs[header["ok"]["b"]]), np.arange(3.0))
+    os.write(wfd, b"".join(protocol.pack_frame({"ok": 1}))[:12])
+    os.close(wfd)
+    with pytest.raises(protocol.ChannelClosed):
+        channel.recv()
+    assert channel.recv() is None
+    os.close(channel.rfd)
+
+    channel, wfd = pipe_channel(max_frame_bytes=100)
+    os.write(wfd, struct.pack(">Q", 101))
+    with pytest.raises(protocol.FrameTooLarge):
+        channel.recv()
+    os.close(wfd)
+    os.close(channel.rfd)

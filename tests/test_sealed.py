@@ -269,17 +269,46 @@ def test_unstartable_worker_fails_every_test_with_a_reason():
     assert verdicts["t1"].ename == "WorkerStartError" and "/nonexistent/wrapper" in verdicts["t1"].detail, verdicts["t1"]
 
 
-def test_oversized_reply_fails_that_call_only(monkeypatch):
-    """Is a reply larger than the frame cap treated as a failure of that test only?"""
-    monkeypatch.setattr(protocol, "MAX_FRAME_BYTES", 1 << 20)
+def test_oversized_reply_fails_that_call_only():
+    """Is a reply larger than the result cap treated as a failure of that test only?"""
     verdicts = sealed(
         IMPORTS,
         ("answer", "def f(n):\n    return np.zeros(n)"),
         ("test", "f(1_000_000)"),
         ("test", "assert f(3).shape == (3,)"),
+        max_result_bytes=1 << 20,
     )
     assert outcome(verdicts) == {"t1": False, "t2": True}
     assert "MiB" in verdicts["t1"].message
+
+
+ENVIRONMENT = """\
+import os
+
+def f():
+    home, tmp = os.environ["HOME"], os.environ["TMPDIR"]
+    return home, tmp, os.getcwd(), os.path.isdir(home), os.access(home, os.W_OK)
+"""
+SAME_HOME_POLICY = (
+    "home, tmp, cwd, exists, writable = f()\n"
+    "assert home == tmp.rstrip('/') + '/home', (home, tmp)\n"
+    "assert exists and writable, home\n"
+    "assert home != cwd and not home.startswith(cwd + '/'), (home, cwd)"
+)
+
+
+@pytest.mark.parametrize("sandboxed", [False, True], ids=["plain", "sandboxed"])
+def test_worker_environment_has_one_home_policy(sandboxed: bool, tmp_path):
+    """Sandboxed or not, is the worker's HOME a writable ``home`` in its private temporary
+    directory, never its working directory (which holds the copied data files)?"""
+    from grading import sandbox
+
+    if sandboxed and not sandbox.bwrap_available():
+        pytest.skip("bubblewrap is not usable here")
+    prefix = sandbox.sandbox_prefix(tmp_path) if sandboxed else []
+    verdicts = sealed(("student", ENVIRONMENT), ("test", SAME_HOME_POLICY), worker_prefix=prefix,
+                      workdir=str(tmp_path))
+    assert verdicts["t1"].passed, verdicts["t1"].message
 
 
 # ----------------------------------------------------------------------- kernel behaviour

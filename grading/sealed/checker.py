@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from grading.hidden_region import DEFAULT_REGION, HiddenRegion
+from grading.sandbox import sandbox_env
 from grading.notebook import cell_source, execution_plan, student_code_cells, test_cells, test_grade_id
 from grading.sealed import protocol
 from grading.sealed.protocol import SealedFailure, WorkerCrashed, WorkerProtocolError, WorkerTimeout
@@ -47,7 +48,6 @@ MESSAGE_CHARS = 2000
 PIPE_BYTES = 1 << 20
 POLL_SLICE = 0.2
 GRADING_ROOT = Path(__file__).resolve().parents[2]  # directory that contains the grading package
-THREAD_ENV_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
 
 class VerdictStatus(enum.Enum):
@@ -97,19 +97,12 @@ def worker_command(prefix: Sequence[str], python: str, read_fd: int, write_fd: i
     return [*prefix, python, "-I", "-c", BOOTSTRAP, str(GRADING_ROOT), str(read_fd), str(write_fd)]
 
 
-def worker_env(workdir: Path) -> dict[str, str]:
-    """Minimal environment for the worker: nothing secret from the caller is passed on."""
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(workdir),
-        "TMPDIR": str(workdir),
-        "LANG": "C.UTF-8",
-        "MPLBACKEND": "Agg",
-        "MPLCONFIGDIR": str(workdir / ".matplotlib"),
-        "IPYTHONDIR": str(workdir / ".ipython"),
-    }
-    env.update({k: os.environ[k] for k in THREAD_ENV_VARS if k in os.environ})
-    return env
+def worker_env(workdir: Path, tmp: Path) -> dict[str, str]:
+    """Environment of the worker: the sandbox's builder (nothing secret from the caller is passed
+    on), with ``tmp`` as its private temporary directory and ``HOME`` in it. A bubblewrap prefix
+    replaces it with the same policy inside the sandbox (its own ``/tmp``)."""
+    (tmp / "home").mkdir(parents=True, exist_ok=True)
+    return sandbox_env(workdir, tmp=tmp, lib_dir=GRADING_ROOT)
 
 
 def _enlarge_pipe(fd: int) -> None:
@@ -130,8 +123,10 @@ def _exit_description(returncode: int | None) -> str:
 class WorkerSession:
     """One worker process plus the request/response channel to it."""
 
-    def __init__(self, prefix: Sequence[str], python: str, workdir: Path):
+    def __init__(self, prefix: Sequence[str], python: str, workdir: Path,
+                 max_frame_bytes: int = protocol.MAX_FRAME_BYTES):
         self.prefix = list(prefix)
+        self.max_frame_bytes = max_frame_bytes
         self.python = python
         self.workdir = workdir
         self.proc: subprocess.Popen[bytes] | None = None
@@ -141,7 +136,9 @@ class WorkerSession:
         self.deadline = 0.0
         self.budget = 0.0
         self.failure: SealedFailure | None = None
+        self.channel: protocol.FrameChannel | None = None
         self._stderr: Any = None
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self, timeout: float) -> None:
@@ -151,21 +148,23 @@ class WorkerSession:
         for fd in (c2w_r, c2w_w, w2c_r, w2c_w):
             _enlarge_pipe(fd)
         self._stderr = tempfile.TemporaryFile()
+        self._tmp = tempfile.TemporaryDirectory(prefix="sealed-tmp-", ignore_cleanup_errors=True)
         try:
             self.proc = subprocess.Popen(
                 worker_command(self.prefix, self.python, c2w_r, w2c_w),
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._stderr,
-                pass_fds=(c2w_r, w2c_w), cwd=self.workdir, env=worker_env(self.workdir),
+                pass_fds=(c2w_r, w2c_w), cwd=self.workdir, env=worker_env(self.workdir, Path(self._tmp.name)),
                 start_new_session=True)
         except OSError as exc:
             for fd in (c2w_r, c2w_w, w2c_r, w2c_w):
                 os.close(fd)
-            self._stderr.close()
-            self._stderr = None
+            self.kill()
             raise WorkerStartError(f"cannot spawn the worker: {exc}") from None
         os.close(c2w_r)
         os.close(w2c_w)
         self.wfd, self.rfd = c2w_w, w2c_r
+        self.channel = protocol.FrameChannel(self.rfd, self.wfd, wait=self._wait,
+                                             max_frame_bytes=self.max_frame_bytes)
         os.set_blocking(self.wfd, False)
         os.set_blocking(self.rfd, False)
         self.set_budget(timeout)
@@ -199,9 +198,13 @@ class WorkerSession:
                 with contextlib.suppress(OSError):
                     os.close(fd)
         self.wfd = self.rfd = -1
+        self.channel = None
         if self._stderr is not None:
             self._stderr.close()
             self._stderr = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
 
     def close(self) -> None:
         """Ask the worker to exit (end of file on its channel), then make sure it is gone."""
@@ -273,46 +276,30 @@ class WorkerSession:
                 raise self._crashed()
 
     def _write(self, chunks: list[bytes]) -> None:
-        """Write a frame with as few system calls (and worker wake-ups) as possible."""
-        views = [memoryview(chunk).cast("B") for chunk in chunks if len(chunk)]
-        first = 0
-        while first < len(views):
-            self._wait(self.wfd, select.POLLOUT)
-            try:
-                written = os.writev(self.wfd, views[first:first + protocol.IOV_BATCH])
-            except BlockingIOError:
-                continue
-            except OSError:
-                raise self._crashed() from None
-            first = protocol.advance(views, first, written)
-
-    def _read_into(self, view: memoryview) -> None:
-        pos = 0
-        while pos < len(view):
-            self._wait(self.rfd, select.POLLIN)
-            try:
-                got = os.readv(self.rfd, [view[pos:]])
-            except BlockingIOError:
-                continue
-            except OSError:
-                raise self._crashed() from None
-            if got == 0:
-                raise self._crashed()
-            pos += got
+        """Write a packed frame (waits with the deadline; a closed pipe means the worker died)."""
+        try:
+            self._channel().send_chunks(chunks)
+        except OSError:
+            raise self._crashed() from None
 
     def _read_frame(self) -> tuple[dict[str, Any], list[memoryview]]:
-        prefix = bytearray(8)
-        self._read_into(memoryview(prefix))
-        size = protocol.frame_length(bytes(prefix))
-        if size > protocol.MAX_FRAME_BYTES:
-            raise WorkerProtocolError(
-                f"the code under test returned more than {protocol.MAX_FRAME_BYTES >> 20} MiB of data")
-        body = bytearray(size)
-        self._read_into(memoryview(body))
         try:
-            return protocol.unpack_body(body)
+            frame = self._channel().recv()
+        except protocol.FrameTooLarge:
+            raise WorkerProtocolError(
+                f"the code under test returned more than {self.max_frame_bytes >> 20} MiB of data") from None
         except protocol.ProtocolError as exc:
             raise WorkerProtocolError(f"malformed reply from the worker: {exc}") from None
+        except (protocol.ChannelClosed, OSError):
+            raise self._crashed() from None
+        if frame is None:
+            raise self._crashed()
+        return frame
+
+    def _channel(self) -> protocol.FrameChannel:
+        if self.channel is None:
+            raise self._crashed()
+        return self.channel
 
     # -- values ---------------------------------------------------------------------------
     def _remote(self, ident: int, type_name: str) -> RemoteObject:
@@ -428,9 +415,11 @@ class _Runner:
 
     def __init__(self, nb: Mapping[str, Any], student_names: Sequence[str], setup_grade_ids: Sequence[str],
                  worker_prefix: Sequence[str], cell_timeout: float, startup_timeout: float,
-                 python: str, workdir: Path, region: HiddenRegion = DEFAULT_REGION):
+                 python: str, workdir: Path, region: HiddenRegion = DEFAULT_REGION,
+                 max_result_bytes: int = protocol.MAX_FRAME_BYTES):
         self.nb = nb
         self.region = region
+        self.max_result_bytes = max_result_bytes
         self.student_names = list(student_names)
         self.setup_grade_ids = tuple(setup_grade_ids)
         self.worker_prefix = list(worker_prefix)
@@ -469,7 +458,7 @@ class _Runner:
         return verdicts
 
     def _start(self) -> WorkerSession:
-        session = WorkerSession(self.worker_prefix, self.python, self.workdir)
+        session = WorkerSession(self.worker_prefix, self.python, self.workdir, self.max_result_bytes)
         session.start(self.startup_timeout)
         self.executed = set()
         return session
@@ -541,7 +530,8 @@ def run_sealed(nb: Mapping[str, Any], *, student_names: Sequence[str],
                setup_grade_ids: Sequence[str] = ("imports",), worker_prefix: Sequence[str] = (),
                cell_timeout: float = 30.0, startup_timeout: float = 60.0,
                python: str = sys.executable, workdir: str | None = None,
-               region: HiddenRegion = DEFAULT_REGION) -> dict[str, Verdict]:
+               region: HiddenRegion = DEFAULT_REGION,
+               max_result_bytes: int = protocol.MAX_FRAME_BYTES) -> dict[str, Verdict]:
     """Re-check an autograded notebook with student code sealed in a worker process.
 
     ``nb`` is the notebook as restored by nbgrader (test cells hold the instructor's code). Student
@@ -554,10 +544,11 @@ def run_sealed(nb: Mapping[str, Any], *, student_names: Sequence[str],
     one test cell, ``startup_timeout`` each (re)start of the worker including replay of student
     cells. ``workdir`` is the worker's scratch working directory (a temporary one if ``None``).
     ``region`` holds the hidden-test delimiters: a failing line inside them is never quoted.
+    ``max_result_bytes`` bounds one reply of the worker (a larger one fails that test cell).
 
     Returns one :class:`Verdict` per test cell, keyed by ``grade_id``.
     """
     with _scratch_dir(workdir) as scratch:
         runner = _Runner(nb, student_names, setup_grade_ids, worker_prefix, cell_timeout,
-                         startup_timeout, python, scratch, region)
+                         startup_timeout, python, scratch, region, max_result_bytes)
         return runner.run()

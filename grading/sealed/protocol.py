@@ -29,7 +29,7 @@ Requests (checker -> worker) are headers ``{"op": name, ...}``; replies are ``{"
 * ``getattr(h, name)``, ``setattr(h, name, value)``, ``call(h, args, kwargs)``
 * ``release(ids | all)``: forget handles
 * ``bench(h, args_list)``: call ``h`` on every argument tuple and reply with the fingerprints of
-  the results (:func:`grading.timing.call_and_checksum`); the checker times the round trip, so
+  the results (:func:`grading.checksums.call_and_checksum`); the checker times the round trip, so
   the arguments and the checksums both cross inside the timed window
 
 The checker treats every frame from the worker as hostile: :class:`Decoder` validates the
@@ -41,7 +41,9 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import re
+import select
 import struct
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -94,11 +96,6 @@ def pack_frame(header: dict[str, Any], blobs: Sequence[bytes] = ()) -> list[byte
 IOV_BATCH = 512  # buffers per writev call (Linux allows 1024)
 
 
-def frame_views(header: dict[str, Any], blobs: Sequence[bytes] = ()) -> list[memoryview]:
-    """The frame's non-empty chunks as byte views, ready for ``os.writev``."""
-    return [memoryview(chunk).cast("B") for chunk in pack_frame(header, blobs) if len(chunk)]
-
-
 def advance(views: list[memoryview], first: int, written: int) -> int:
     """Account for ``written`` bytes sent from ``views[first:]``: trim a partly sent view in place
     and return the index of the first view not yet sent completely."""
@@ -116,6 +113,78 @@ def advance(views: list[memoryview], first: int, written: int) -> int:
 def frame_length(prefix: bytes) -> int:
     """Decode the 8-byte total-length prefix of a frame."""
     return _LEN.unpack(prefix)[0]
+
+
+class FrameTooLarge(ProtocolError):
+    """A frame announces more bytes than the receiving side accepts."""
+
+
+class ChannelClosed(Exception):
+    """The other side closed the channel in the middle of a frame."""
+
+
+class FrameChannel:
+    """Frames over a pair of pipe file descriptors: the one reader and writer of both sides.
+
+    ``wait(fd, event)`` is called before every read and write attempt (``select.POLLIN`` or
+    ``select.POLLOUT``): the checker passes one that polls with its deadline and raises when the
+    worker died or the time is up, on non-blocking descriptors; the worker passes none and blocks.
+    Frames longer than ``max_frame_bytes`` raise :class:`FrameTooLarge` before anything is allocated.
+    """
+
+    def __init__(self, rfd: int, wfd: int, *, wait: Callable[[int, int], None] | None = None,
+                 max_frame_bytes: int = MAX_FRAME_BYTES):
+        self.rfd = rfd
+        self.wfd = wfd
+        self.wait = wait
+        self.max_frame_bytes = max_frame_bytes
+
+    def send(self, header: dict[str, Any], blobs: Sequence[bytes] = ()) -> None:
+        """Write one frame, with as few ``writev`` calls (and wake-ups of the reader) as possible."""
+        self.send_chunks(pack_frame(header, blobs))
+
+    def send_chunks(self, chunks: Sequence[bytes]) -> None:
+        """Write a frame already packed by :func:`pack_frame`."""
+        views = [memoryview(chunk).cast("B") for chunk in chunks if len(chunk)]
+        first = 0
+        while first < len(views):
+            if self.wait is not None:
+                self.wait(self.wfd, select.POLLOUT)
+            try:
+                written = os.writev(self.wfd, views[first:first + IOV_BATCH])
+            except BlockingIOError:
+                continue
+            first = advance(views, first, written)
+
+    def _read_into(self, view: memoryview) -> bool:
+        """Fill ``view``; False on end of file before its first byte, :class:`ChannelClosed` after."""
+        pos = 0
+        while pos < len(view):
+            if self.wait is not None:
+                self.wait(self.rfd, select.POLLIN)
+            try:
+                got = os.readv(self.rfd, [view[pos:]])
+            except BlockingIOError:
+                continue
+            if got == 0:
+                if pos == 0:
+                    return False
+                raise ChannelClosed("end of file inside a frame")
+            pos += got
+        return True
+
+    def recv(self) -> tuple[dict[str, Any], list[memoryview]] | None:
+        """Read one frame: its header and blobs, or ``None`` on end of file between frames."""
+        prefix = bytearray(8)
+        if not self._read_into(memoryview(prefix)):
+            return None
+        size = frame_length(bytes(prefix))
+        if size > self.max_frame_bytes:
+            raise FrameTooLarge(f"a frame of {size} bytes is larger than the limit of {self.max_frame_bytes}")
+        body = bytearray(size)
+        if size and not self._read_into(memoryview(body)):
+            raise ChannelClosed("end of file inside a frame")
+        return unpack_body(body)
 
 
 def _reject_constant(name: str) -> Any:

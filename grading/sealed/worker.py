@@ -41,7 +41,7 @@ from collections.abc import Callable
 from typing import Any
 
 from grading.sealed import protocol
-from grading.timing import call_and_checksum
+from grading.checksums import call_and_checksum
 
 #: ``-c`` program used to start the worker; argv: grading root, read fd, write fd.
 BOOTSTRAP = (
@@ -53,46 +53,6 @@ BOOTSTRAP = (
 PR_SET_PDEATHSIG = 1
 M_TRIM_THRESHOLD = -1  # mallopt parameters (glibc malloc.h)
 M_MMAP_THRESHOLD = -3
-
-
-class Channel:
-    """Blocking frame reader/writer over two pipe file descriptors."""
-
-    def __init__(self, rfd: int, wfd: int):
-        self.rfd = rfd
-        self.wfd = wfd
-
-    def _read_exact(self, n: int) -> bytearray | None:
-        buf = bytearray(n)
-        view = memoryview(buf)
-        pos = 0
-        while pos < n:
-            got = os.readv(self.rfd, [view[pos:]])
-            if got == 0:
-                return None
-            pos += got
-        return buf
-
-    def recv(self) -> tuple[dict[str, Any], list[memoryview]] | None:
-        """Read one frame; ``None`` on end of file."""
-        prefix = self._read_exact(8)
-        if prefix is None:
-            return None
-        size = protocol.frame_length(bytes(prefix))
-        if size > protocol.MAX_FRAME_BYTES:
-            raise protocol.ProtocolError("request frame too large")
-        body = self._read_exact(size)
-        if body is None:
-            return None
-        return protocol.unpack_body(body)
-
-    def send(self, header: dict[str, Any], blobs: list[bytes]) -> None:
-        """Write one frame, with one ``writev`` call when the pipe has room (one wake-up)."""
-        views = protocol.frame_views(header, blobs)
-        first = 0
-        while first < len(views):
-            written = os.writev(self.wfd, views[first:first + protocol.IOV_BATCH])
-            first = protocol.advance(views, first, written)
 
 
 class HandleMarker:
@@ -250,7 +210,7 @@ def main(rfd: int, wfd: int) -> None:
     for fd in (rfd, wfd):  # shell escapes (!cmd) must not inherit the channel
         os.set_inheritable(fd, False)
     sys.argv = ["sealed-worker"]
-    channel = Channel(rfd, wfd)
+    channel = protocol.FrameChannel(rfd, wfd)
     worker = Worker()
     channel.send({"ok": "ready", "pid": os.getpid()}, [])
     _silence_std_streams()
@@ -259,6 +219,8 @@ def main(rfd: int, wfd: int) -> None:
             frame = channel.recv()
         except protocol.ProtocolError:
             os._exit(3)
+        except (protocol.ChannelClosed, OSError):
+            os._exit(0)
         if frame is None:
             os._exit(0)
         header, blobs = worker.dispatch(*frame)

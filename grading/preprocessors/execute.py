@@ -1,0 +1,183 @@
+"""``TolerantExecute``: nbgrader's ``Execute`` that survives a dying kernel and caps outputs as they stream."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jupyter_core.utils import ensure_async, run_sync
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
+from nbformat.notebooknode import NotebookNode
+from nbgrader.preprocessors import Execute
+from traitlets import Bool, Integer
+
+from grading.preprocessors.files import notebook_dir, notebooks_hidden, remove_special_files
+from grading.preprocessors.outputs import (
+    DEFAULT_MAX_IMAGE_CHARS,
+    DEFAULT_MAX_OUTPUT_CHARS,
+    cap_traceback,
+    error_output,
+    output_sizes,
+    text_of,
+    truncation_note,
+)
+
+KERNEL_DIED = "the kernel died while running this cell (os._exit, a crash, or the memory limit)"
+KERNEL_STOPPED = (
+    "the cell was still running after the time limit and did not stop when interrupted; "
+    "the kernel was shut down"
+)
+NOT_RUN = "not run: the kernel died in an earlier cell"
+NOT_RUN_STOPPED = "not run: the kernel was shut down in an earlier cell (it did not respond to the interrupt)"
+
+
+class TolerantExecute(Execute):
+    """nbgrader's ``Execute`` with dead-kernel tolerance and streaming output caps.
+
+    * If the kernel dies in a cell, that cell gets an error output and every
+      later code cell gets a "not run" error output; no exception escapes, so
+      the cells that ran are still graded and the batch goes on.  A kernel
+      that fails to *start* still raises (that is a grader problem, not a
+      student one).
+    * A kernel that ignores the interrupt sent at the time limit (student code
+      that ignores SIGINT and loops) is treated the same way: nbclient raises
+      ``CellTimeoutError`` when no output arrives after the interrupt, the
+      kernel is shut down (killed), that cell gets an error output and every
+      later code cell a "not run" one.
+    * Outputs are counted while they arrive: past ``max_output_chars`` text
+      characters (or ``max_image_chars`` of images) per cell, further output
+      is dropped and one "output truncated" note is added.  Error outputs
+      are always kept.
+    * The notebooks are moved out of the kernel's working directory while it
+      runs (they hold the hidden tests), and links or special files the
+      student code left there are removed afterwards.
+    """
+
+    max_output_chars = Integer(
+        DEFAULT_MAX_OUTPUT_CHARS, help="Text characters of output kept per cell while executing."
+    ).tag(config=True)
+    max_image_chars = Integer(
+        DEFAULT_MAX_IMAGE_CHARS, help="Characters of image data kept per cell while executing."
+    ).tag(config=True)
+
+    _dead_at: int | None = None
+    _not_run_message = NOT_RUN
+    _text_used = 0
+    _image_used = 0
+    _noted: set[str]
+
+    hide_notebooks = Bool(
+        True, help="Move the notebooks out of the kernel's working directory while it runs."
+    ).tag(config=True)
+
+    def preprocess(self, nb: NotebookNode, resources: Any = None, km: Any = None) -> tuple[NotebookNode, Any]:
+        self._dead_at = None
+        self._not_run_message = NOT_RUN
+        self._reset_budget()
+        workdir = notebook_dir(resources or {})
+        try:
+            with notebooks_hidden(workdir if self.hide_notebooks else None):
+                return super().preprocess(nb, resources, km)
+        finally:
+            if workdir is not None:
+                for path in remove_special_files(workdir):
+                    self.log.warning("Removed %s created by the notebook (not a regular file)", path)
+
+    def _reset_budget(self) -> None:
+        self._text_used = 0
+        self._image_used = 0
+        self._noted = set()
+
+    def preprocess_cell(self, cell: NotebookNode, resources: Any, index: int) -> tuple[NotebookNode, Any]:
+        self._reset_budget()
+        if self._dead_at is not None:
+            if cell.cell_type == "code":
+                cell.outputs = [error_output("KernelDied", self._not_run_message)]
+                cell.execution_count = None
+            return cell, self.resources
+        try:
+            return super().preprocess_cell(cell, resources, index)
+        except DeadKernelError:
+            self.log.error("Kernel died in cell %d; later cells are marked as not run", index)
+            self._dead_at = index
+            cell.outputs.append(error_output("DeadKernelError", KERNEL_DIED))
+            return cell, self.resources
+        except CellTimeoutError:
+            # nbclient interrupted the kernel at the time limit and then got no output within
+            # iopub_timeout: the kernel ignores the interrupt and is as good as dead.
+            self.log.error("Cell %d still ran after the interrupt; the kernel is shut down and later cells "
+                           "are marked as not run", index)
+            self._dead_at = index
+            self._not_run_message = NOT_RUN_STOPPED
+            self._stop_kernel()
+            cell.outputs.append(error_output("CellTimeoutError", KERNEL_STOPPED))
+            return cell, self.resources
+
+    def _stop_kernel(self) -> None:
+        """Kill the kernel now (no polite shutdown request: it would not be answered)."""
+        if getattr(self, "km", None) is None:
+            return
+        try:
+            run_sync(self._async_stop_kernel)()
+        except Exception as exc:  # noqa: BLE001 - the cleanup of setup_kernel() tries again
+            self.log.warning("Could not shut the unresponsive kernel down: %s", exc)
+
+    async def _async_stop_kernel(self) -> None:
+        assert self.km is not None
+        if await ensure_async(self.km.is_alive()):
+            await ensure_async(self.km.shutdown_kernel(now=True))
+
+    def clear_output(self, outs: list[NotebookNode], msg: dict[str, Any], cell_index: int) -> None:
+        super().clear_output(outs, msg, cell_index)
+        if not outs:
+            self._reset_budget()
+
+    def output(
+        self, outs: list[NotebookNode], msg: dict[str, Any], display_id: str | None, cell_index: int
+    ) -> NotebookNode | None:
+        if self.clear_before_next_output:
+            self._reset_budget()
+        msg_type = msg["msg_type"]
+        content = msg.get("content", {})
+        if msg_type == "error":
+            out = super().output(outs, msg, display_id, cell_index)
+            if out is not None:
+                cap_traceback(out, self.max_output_chars)
+            return out
+        if msg_type == "stream":
+            return self._stream_output(outs, msg, display_id, cell_index)
+        text, image = output_sizes({"output_type": msg_type, "data": content.get("data", {})})
+        if self._text_used + text > self.max_output_chars or self._image_used + image > self.max_image_chars:
+            self._note(outs, "stdout")
+            return None
+        self._text_used += text
+        self._image_used += image
+        return super().output(outs, msg, display_id, cell_index)
+
+    def _stream_output(
+        self, outs: list[NotebookNode], msg: dict[str, Any], display_id: str | None, cell_index: int
+    ) -> NotebookNode | None:
+        content = msg["content"]
+        name = content.get("name", "stdout")
+        text = text_of(content.get("text", ""))
+        remaining = self.max_output_chars - self._text_used
+        if len(text) <= remaining:
+            self._text_used += len(text)
+            return super().output(outs, msg, display_id, cell_index)
+        out = None
+        if remaining > 0:
+            clipped = dict(msg, content=dict(content, text=text[:remaining]))
+            out = super().output(outs, clipped, display_id, cell_index)
+            self._text_used = self.max_output_chars
+        self._note(outs, name)
+        return out
+
+    def _note(self, outs: list[NotebookNode], name: str) -> None:
+        """Append one truncation note per stream name and cell."""
+        if name in self._noted:
+            return
+        self._noted.add(name)
+        outs.append(truncation_note(name, self.max_output_chars))
+
+
+class SafeExecute(TolerantExecute):
+    """Former name of :class:`TolerantExecute`, kept for configurations that still use it."""
