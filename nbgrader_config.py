@@ -58,6 +58,18 @@ c.Autograde.autograde_preprocessors = [
     "nbgrader.preprocessors.CheckCellMetadata",
 ]
 
+# Limits of the sealed worker that re-checks every test cell (defaults shown; raise them for a
+# notebook whose correct answers need more): address space of each of its processes in bytes, the
+# processes its sandbox may hold at once, and the bytes one student result may take to cross back.
+# c.SealedVerdict.memory_bytes = 4 * 1024**3
+# c.SealedVerdict.nproc = 512
+# c.SealedVerdict.max_result_bytes = 256 * 1024**2
+
+# The hidden-test delimiters are nbgrader's own and used everywhere (release, feedback, the kernel's
+# stripped test cells, the sealed re-check's redaction); to change them set only these:
+# c.ClearHiddenTests.begin_test_delimeter = "BEGIN HIDDEN TESTS"
+# c.ClearHiddenTests.end_test_delimeter = "END HIDDEN TESTS"
+
 # Names the sealed checker lets test cells take from the student's code (grading/CONTRACT.md).
 c.SealedVerdict.student_names = [
     "Embedding", "create_sinusoidal_embeddings", "PositionalEncoding", "EmbeddingLayer",
