@@ -8,13 +8,14 @@ from jupyter_core.utils import ensure_async, run_sync
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbformat.notebooknode import NotebookNode
 from nbgrader.preprocessors import Execute
-from traitlets import Bool, Integer
+from traitlets import Bool
 
 from grading.preprocessors.files import notebook_dir, notebooks_hidden, remove_special_files
 from grading.preprocessors.outputs import (
     DEFAULT_MAX_IMAGE_CHARS,
     DEFAULT_MAX_OUTPUT_CHARS,
     cap_traceback,
+    char_limit,
     error_output,
     output_sizes,
     text_of,
@@ -52,12 +53,8 @@ class TolerantExecute(Execute):
       student code left there are removed afterwards.
     """
 
-    max_output_chars = Integer(
-        DEFAULT_MAX_OUTPUT_CHARS, help="Text characters of output kept per cell while executing."
-    ).tag(config=True)
-    max_image_chars = Integer(
-        DEFAULT_MAX_IMAGE_CHARS, help="Characters of image data kept per cell while executing."
-    ).tag(config=True)
+    max_output_chars = char_limit(DEFAULT_MAX_OUTPUT_CHARS, "Text characters of output kept per cell while executing.")
+    max_image_chars = char_limit(DEFAULT_MAX_IMAGE_CHARS, "Characters of image data kept per cell while executing.")
 
     _dead_at: int | None = None
     _not_run_message = NOT_RUN

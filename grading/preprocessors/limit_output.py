@@ -1,4 +1,4 @@
-"""``LimitOutputChars``: characters of output kept per cell and per notebook (nbgrader's ``LimitOutput`` counts lines)."""
+"""``LimitOutputChars``: output characters kept per cell and per notebook (nbgrader's ``LimitOutput`` counts lines)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ from typing import Any
 
 from nbformat.notebooknode import NotebookNode
 from nbgrader.preprocessors import NbGraderPreprocessor
-from traitlets import Integer
 
 from grading.notebook import cell_role
 from grading.preprocessors.outputs import (
@@ -17,6 +16,7 @@ from grading.preprocessors.outputs import (
     MIN_ERROR_CHARS,
     TOTAL_TRUNCATED_NOTE,
     cap_outputs,
+    char_limit,
     output_sizes,
 )
 
@@ -37,18 +37,12 @@ class LimitOutputChars(NbGraderPreprocessor):
     ``SealedVerdict``, so it measures the outputs that are saved.
     """
 
-    max_chars = Integer(DEFAULT_MAX_OUTPUT_CHARS, help="Text characters of output kept per cell.").tag(
-        config=True
+    max_chars = char_limit(DEFAULT_MAX_OUTPUT_CHARS, "Text characters of output kept per cell.")
+    max_image_chars = char_limit(DEFAULT_MAX_IMAGE_CHARS, "Characters of image data kept per cell.")
+    max_total_chars = char_limit(DEFAULT_MAX_TOTAL_CHARS, "Text characters of output kept in the whole notebook.")
+    max_total_image_chars = char_limit(
+        DEFAULT_MAX_TOTAL_IMAGE_CHARS, "Characters of image data kept in the whole notebook."
     )
-    max_image_chars = Integer(DEFAULT_MAX_IMAGE_CHARS, help="Characters of image data kept per cell.").tag(
-        config=True
-    )
-    max_total_chars = Integer(
-        DEFAULT_MAX_TOTAL_CHARS, help="Text characters of output kept in the whole notebook."
-    ).tag(config=True)
-    max_total_image_chars = Integer(
-        DEFAULT_MAX_TOTAL_IMAGE_CHARS, help="Characters of image data kept in the whole notebook."
-    ).tag(config=True)
 
     def preprocess(self, nb: NotebookNode, resources: Any) -> tuple[NotebookNode, Any]:
         text_left, image_left = self.max_total_chars, self.max_total_image_chars

@@ -6,6 +6,7 @@ from typing import Any, Mapping, Sequence
 
 from nbformat.notebooknode import NotebookNode
 from nbformat.v4 import new_output
+from traitlets import Integer
 
 DEFAULT_MAX_OUTPUT_CHARS = 100_000
 DEFAULT_MAX_IMAGE_CHARS = 5_000_000
@@ -16,6 +17,11 @@ TRUNCATED_NOTE = "\n... output truncated ({limit} characters per cell) ...\n"
 TOTAL_TRUNCATED_NOTE = (
     "\n... output truncated (the whole notebook keeps {chars} characters of text and {images} of images) ...\n"
 )
+
+
+def char_limit(default: int, help: str) -> Integer:
+    """A configurable limit of output characters (a traitlets ``Integer`` tagged ``config=True``)."""
+    return Integer(default, help=help).tag(config=True)
 
 
 def _is_image(mime: str) -> bool:
