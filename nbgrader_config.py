@@ -64,6 +64,9 @@ c.Autograde.autograde_preprocessors = [
 # c.SealedVerdict.memory_bytes = 4 * 1024**3
 # c.SealedVerdict.nproc = 512
 # c.SealedVerdict.max_result_bytes = 256 * 1024**2
+# The same limits of the sandboxed kernel that runs the notebook (python3-sealed), per process:
+# c.TolerantExecute.memory_bytes = 4 * 1024**3
+# c.TolerantExecute.nproc = 512
 
 # The hidden-test delimiters are nbgrader's own and used everywhere (release, feedback, the kernel's
 # stripped test cells, the sealed re-check's redaction); to change them set only these:

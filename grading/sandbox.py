@@ -437,6 +437,7 @@ def kernel_command(
     kernel_args: Sequence[str],
     *,
     memory_bytes: int = DEFAULT_MEMORY_BYTES,
+    nproc: int = DEFAULT_NPROC,
     python: str = sys.executable,
 ) -> list[str]:
     """Full command running ipykernel in the sandbox (connection file read-only).
@@ -448,8 +449,21 @@ def kernel_command(
     uid = sandbox_uid()
     if uid is not None:
         hand_over(connection_file, uid)
-    prefix = sandbox_prefix(workdir, extra_ro=[connection_file], network=True, memory_bytes=memory_bytes, uid=uid)
+    prefix = sandbox_prefix(workdir, extra_ro=[connection_file], network=True, memory_bytes=memory_bytes,
+                            nproc=nproc, uid=uid)
     return [*prefix, python, "-m", "ipykernel_launcher", "-f", str(connection_file), *kernel_args]
+
+
+#: Options the kernel's launcher takes from the end of its command line (where nbclient appends
+#: ``Execute.extra_arguments``), so the kernel's limits can be set from ``nbgrader_config.py``
+#: (``TolerantExecute.memory_bytes`` and ``.nproc``) without rewriting the kernelspec.
+KERNEL_LIMIT_OPTIONS = {"--sandbox-memory-bytes": "memory_bytes", "--sandbox-nproc": "nproc"}
+
+
+def kernel_limit_arguments(*, memory_bytes: int | None = None, nproc: int | None = None) -> list[str]:
+    """Extra kernel arguments that set the sandboxed kernel's limits (see :data:`KERNEL_LIMIT_OPTIONS`)."""
+    values = {"memory_bytes": memory_bytes, "nproc": nproc}
+    return [f"{flag}={values[name]}" for flag, name in KERNEL_LIMIT_OPTIONS.items() if values[name] is not None]
 
 
 def _parse_kernel_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -460,7 +474,17 @@ def _parse_kernel_args(argv: Sequence[str]) -> argparse.Namespace:
     kernel.add_argument("--workdir", type=Path, default=None)
     kernel.add_argument("connection_file", type=Path)
     kernel.add_argument("kernel_args", nargs=argparse.REMAINDER)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.nproc = DEFAULT_NPROC
+    passed_on = []
+    for arg in args.kernel_args:
+        flag, sep, value = arg.partition("=")
+        if sep and flag in KERNEL_LIMIT_OPTIONS:
+            setattr(args, KERNEL_LIMIT_OPTIONS[flag], int(value))
+        else:
+            passed_on.append(arg)
+    args.kernel_args = passed_on
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -471,7 +495,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     workdir = (args.workdir or Path.cwd()).resolve()
     command = kernel_command(
-        args.connection_file.resolve(), workdir, args.kernel_args, memory_bytes=args.memory_bytes
+        args.connection_file.resolve(), workdir, args.kernel_args, memory_bytes=args.memory_bytes,
+        nproc=args.nproc,
     )
     # The kernel's own stdout (ipykernel's banner, os.write(1, ...) from student
     # code) would land in the grader's terminal; cell output goes over ZeroMQ.

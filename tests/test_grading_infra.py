@@ -221,6 +221,31 @@ def test_safe_execute_shuts_down_a_kernel_that_ignores_the_interrupt(
     assert pre.km is None  # shut down and cleaned up
 
 
+@pytest.mark.slow
+@needs_bwrap
+def test_kernel_limits_come_from_the_configuration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Do TolerantExecute.memory_bytes and .nproc set the sandboxed kernel's address-space and
+    process limits, with nothing else passed on to ipykernel?"""
+    sandbox.write_sealed_kernelspec(tmp_path / "jupyter")
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    work = tmp_path / "work"
+    work.mkdir()
+    nb = new_notebook(cells=[new_code_cell(
+        "import resource, sys\n"
+        "print(resource.getrlimit(resource.RLIMIT_AS)[0], resource.getrlimit(resource.RLIMIT_NPROC)[0],\n"
+        "      any(a.startswith('--sandbox') for a in sys.argv))")])
+    pre = TolerantExecute(timeout=30, kernel_name="python3-sealed", memory_bytes=3 * 1024**3, nproc=77)
+    nb, _ = pre.preprocess(nb, {"metadata": {"path": str(work)}})
+    assert nb.cells[0].outputs[0].text.split() == [str(3 * 1024**3), "77", "False"], nb.cells[0].outputs
+
+
+def test_kernel_launcher_takes_its_limits_from_the_end_of_its_arguments() -> None:
+    """Does the launcher take --sandbox-* limits from the kernel arguments and pass the rest on?"""
+    args = sandbox._parse_kernel_args(["kernel", "c.json", "--foo", "--sandbox-nproc=9",
+                                       *sandbox.kernel_limit_arguments(memory_bytes=5)])
+    assert (args.memory_bytes, args.nproc, args.kernel_args) == (5, 9, ["--foo"])
+
+
 def test_safe_execute_caps_streaming_output() -> None:
     pre = TolerantExecute(max_output_chars=1000)
     pre.reset_execution_trackers()

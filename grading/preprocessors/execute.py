@@ -8,7 +8,7 @@ from jupyter_core.utils import ensure_async, run_sync
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbformat.notebooknode import NotebookNode
 from nbgrader.preprocessors import Execute
-from traitlets import Bool
+from traitlets import Bool, Integer
 
 from grading.preprocessors.files import notebook_dir, notebooks_hidden, remove_special_files
 from grading.preprocessors.outputs import (
@@ -21,6 +21,7 @@ from grading.preprocessors.outputs import (
     text_of,
     truncation_note,
 )
+from grading.sandbox import SEALED_KERNEL_NAME, kernel_limit_arguments
 
 KERNEL_DIED = "the kernel died while running this cell (os._exit, a crash, or the memory limit)"
 KERNEL_STOPPED = (
@@ -62,6 +63,18 @@ class TolerantExecute(Execute):
     _image_used = 0
     _noted: set[str]
 
+    memory_bytes = Integer(
+        None,
+        allow_none=True,
+        help="Address-space limit (bytes) of each process of the sandboxed kernel (python3-sealed); "
+        "None keeps the kernelspec's --memory-bytes (4 GiB unless written otherwise).",
+    ).tag(config=True)
+    nproc = Integer(
+        None,
+        allow_none=True,
+        help="Processes the sandboxed kernel (python3-sealed) may have at once; None keeps 512.",
+    ).tag(config=True)
+
     hide_notebooks = Bool(
         True, help="Move the notebooks out of the kernel's working directory while it runs."
     ).tag(config=True)
@@ -71,6 +84,9 @@ class TolerantExecute(Execute):
         self._not_run_message = NOT_RUN
         self._reset_budget()
         workdir = notebook_dir(resources or {})
+        if self.kernel_name == SEALED_KERNEL_NAME:
+            limits = kernel_limit_arguments(memory_bytes=self.memory_bytes, nproc=self.nproc)
+            self.extra_arguments = [*self.extra_arguments, *(a for a in limits if a not in self.extra_arguments)]
         try:
             with notebooks_hidden(workdir if self.hide_notebooks else None):
                 return super().preprocess(nb, resources, km)
