@@ -67,6 +67,9 @@ c.Autograde.autograde_preprocessors = [
 # The same limits of the sandboxed kernel that runs the notebook (python3-sealed), per process:
 # c.TolerantExecute.memory_bytes = 4 * 1024**3
 # c.TolerantExecute.nproc = 512
+# Resident memory of a submission's processes together (kernel or sealed worker, children included);
+# a watchdog ends the process tree past it, and the grading log says so:
+# c.SubmissionLimits.memory_bytes = 6 * 1024**3
 
 # The hidden-test delimiters are nbgrader's own and used everywhere (release, feedback, the kernel's
 # stripped test cells, the sealed re-check's redaction); to change them set only these:

@@ -10,6 +10,7 @@ from nbformat.notebooknode import NotebookNode
 from nbgrader.preprocessors import Execute
 from traitlets import Bool, Integer
 
+from grading.memory_bound import SubmissionLimits, mechanism
 from grading.preprocessors.files import notebook_dir, notebooks_hidden, remove_special_files
 from grading.preprocessors.outputs import (
     DEFAULT_MAX_IMAGE_CHARS,
@@ -85,7 +86,9 @@ class TolerantExecute(Execute):
         self._reset_budget()
         workdir = notebook_dir(resources or {})
         if self.kernel_name == SEALED_KERNEL_NAME:
-            limits = kernel_limit_arguments(memory_bytes=self.memory_bytes, nproc=self.nproc)
+            bound = SubmissionLimits(config=self.config).memory_bytes
+            self.log.info("Kernel: %s", mechanism(bound))
+            limits = kernel_limit_arguments(memory_bytes=self.memory_bytes, nproc=self.nproc, tree_memory_bytes=bound)
             self.extra_arguments = [*self.extra_arguments, *(a for a in limits if a not in self.extra_arguments)]
         try:
             with notebooks_hidden(workdir if self.hide_notebooks else None):

@@ -15,6 +15,7 @@ from traitlets import Bool, Float, Integer, List, Unicode
 
 from grading import sandbox as sandboxing
 from grading.hidden_region import FULL_TEST_SOURCES, HiddenRegion, restore_test_cells
+from grading.memory_bound import SubmissionLimits, mechanism
 from grading.notebook import cell_role, grade_id
 from grading.preprocessors.files import copy_data_files, notebook_dir
 from grading.preprocessors.outputs import clip, error_output, text_of
@@ -137,6 +138,8 @@ class SealedVerdict(NbGraderPreprocessor):
         if restored:
             self.log.info("Hidden tests put back into %d test cells for the sealed re-check", restored)
         source_dir = notebook_dir(resources)
+        bound = SubmissionLimits(config=self.config).memory_bytes
+        self.log.info("Sealed worker: %s", mechanism(bound))
         with tempfile.TemporaryDirectory(prefix="sealed-work-") as tmp:
             # The worker gets a copy of the data files, never the notebooks (hidden tests).
             workdir = Path(tmp)
@@ -153,6 +156,7 @@ class SealedVerdict(NbGraderPreprocessor):
                 workdir=str(workdir),
                 region=HiddenRegion.from_config(self.config),
                 max_result_bytes=self.max_result_bytes,
+                memory_bound=bound,
             )
         broken = [v for v in verdicts.values() if v.status is VerdictStatus.INFRASTRUCTURE]
         if broken:

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from grading.hidden_region import DEFAULT_REGION, HiddenRegion
+from grading.memory_bound import TreeWatchdog
 from grading.sandbox import sandbox_env
 from grading.notebook import cell_source, execution_plan, student_code_cells, test_cells, test_grade_id
 from grading.sealed import protocol
@@ -124,9 +125,11 @@ class WorkerSession:
     """One worker process plus the request/response channel to it."""
 
     def __init__(self, prefix: Sequence[str], python: str, workdir: Path,
-                 max_frame_bytes: int = protocol.MAX_FRAME_BYTES):
+                 max_frame_bytes: int = protocol.MAX_FRAME_BYTES, memory_bound: int | None = None):
         self.prefix = list(prefix)
         self.max_frame_bytes = max_frame_bytes
+        self.memory_bound = memory_bound
+        self.watchdog: TreeWatchdog | None = None
         self.python = python
         self.workdir = workdir
         self.proc: subprocess.Popen[bytes] | None = None
@@ -162,6 +165,8 @@ class WorkerSession:
             raise WorkerStartError(f"cannot spawn the worker: {exc}") from None
         os.close(c2w_r)
         os.close(w2c_w)
+        if self.memory_bound is not None:
+            self.watchdog = TreeWatchdog(self.proc.pid, self.memory_bound).start()
         self.wfd, self.rfd = c2w_w, w2c_r
         self.channel = protocol.FrameChannel(self.rfd, self.wfd, wait=self._wait,
                                              max_frame_bytes=self.max_frame_bytes)
@@ -188,6 +193,8 @@ class WorkerSession:
 
     def kill(self) -> None:
         """Kill the worker's whole process group and release the channel."""
+        if self.watchdog is not None:
+            self.watchdog.stop()
         if self.proc is not None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
@@ -260,6 +267,8 @@ class WorkerSession:
         return WorkerTimeout(f"the code under test timed out after {self.budget:g} s")
 
     def _crashed(self) -> WorkerCrashed:
+        if self.watchdog is not None and self.watchdog.exceeded:
+            return WorkerCrashed(self.watchdog.describe())
         return WorkerCrashed("the code under test crashed the process")
 
     def _wait(self, fd: int, event: int) -> None:
@@ -416,8 +425,9 @@ class _Runner:
     def __init__(self, nb: Mapping[str, Any], student_names: Sequence[str], setup_grade_ids: Sequence[str],
                  worker_prefix: Sequence[str], cell_timeout: float, startup_timeout: float,
                  python: str, workdir: Path, region: HiddenRegion = DEFAULT_REGION,
-                 max_result_bytes: int = protocol.MAX_FRAME_BYTES):
+                 max_result_bytes: int = protocol.MAX_FRAME_BYTES, memory_bound: int | None = None):
         self.nb = nb
+        self.memory_bound = memory_bound
         self.region = region
         self.max_result_bytes = max_result_bytes
         self.student_names = list(student_names)
@@ -458,7 +468,8 @@ class _Runner:
         return verdicts
 
     def _start(self) -> WorkerSession:
-        session = WorkerSession(self.worker_prefix, self.python, self.workdir, self.max_result_bytes)
+        session = WorkerSession(self.worker_prefix, self.python, self.workdir, self.max_result_bytes,
+                                self.memory_bound)
         session.start(self.startup_timeout)
         self.executed = set()
         return session
@@ -531,7 +542,8 @@ def run_sealed(nb: Mapping[str, Any], *, student_names: Sequence[str],
                cell_timeout: float = 30.0, startup_timeout: float = 60.0,
                python: str = sys.executable, workdir: str | None = None,
                region: HiddenRegion = DEFAULT_REGION,
-               max_result_bytes: int = protocol.MAX_FRAME_BYTES) -> dict[str, Verdict]:
+               max_result_bytes: int = protocol.MAX_FRAME_BYTES,
+               memory_bound: int | None = None) -> dict[str, Verdict]:
     """Re-check an autograded notebook with student code sealed in a worker process.
 
     ``nb`` is the notebook as restored by nbgrader (test cells hold the instructor's code). Student
@@ -545,10 +557,12 @@ def run_sealed(nb: Mapping[str, Any], *, student_names: Sequence[str],
     cells. ``workdir`` is the worker's scratch working directory (a temporary one if ``None``).
     ``region`` holds the hidden-test delimiters: a failing line inside them is never quoted.
     ``max_result_bytes`` bounds one reply of the worker (a larger one fails that test cell).
+    ``memory_bound`` bounds the resident memory of the worker's whole process tree (see
+    :mod:`grading.memory_bound`; ``None``: per-process limits only).
 
     Returns one :class:`Verdict` per test cell, keyed by ``grade_id``.
     """
     with _scratch_dir(workdir) as scratch:
         runner = _Runner(nb, student_names, setup_grade_ids, worker_prefix, cell_timeout,
-                         startup_timeout, python, scratch, region, max_result_bytes)
+                         startup_timeout, python, scratch, region, max_result_bytes, memory_bound)
         return runner.run()
