@@ -16,18 +16,13 @@ Directories that only lead to a bound path are created with mode ``0111`` so
 they can be traversed but not listed (except the parents of this package,
 which Python must list to import it; they hold nothing but the bound paths).
 
-Network: the sealed worker talks to the checker over inherited pipes only,
-so by default the sandbox has a network namespace of its own (loopback only,
-nothing of the grading machine is reachable).  The notebook kernel is the
-exception (``network=True``): nbclient talks to it over ZeroMQ on TCP
-loopback, so the kernel shares the grader's network and can reach whatever
-the grading machine can reach (loopback services included).  A deployment
-closes that outside this module: a dedicated grading VM or container with
-nothing worth reaching, and/or a firewall rule against new connections from
-the sandbox uids (the kernel only answers connections nbclient opens), e.g.
-``nft add rule inet filter output meta skuid 1950000000-1950999999 ct state
-new drop`` (uids as below; a grader that is not root runs the kernel under
-its own uid, so there the rule must match a dedicated grading account).
+Network: every sandbox has a network namespace of its own (loopback only,
+nothing of the grading machine is reachable).  The sealed worker talks to the
+checker over inherited pipes; the notebook kernel talks to nbclient over
+ZeroMQ ``ipc://`` sockets in a directory of its own (made by
+:mod:`grading.kernel_provisioner`, which the kernelspec names), bound into the
+sandbox at the same path: path-based unix sockets work across network
+namespaces.
 
 Limits: ``prlimit`` sets address space, processes and file size inside the
 sandbox.  Linux exempts uid 0 from ``RLIMIT_NPROC``, and bubblewrap started
@@ -45,7 +40,9 @@ kernel::
     python grading/sandbox.py kernel [--memory-bytes N] [--workdir DIR] CONNECTION_FILE [ARGS...]
 
 It sandboxes ``ipykernel`` with the current directory (the autograded
-notebook's directory, set by nbclient) as the only writable path.
+notebook's directory, set by nbclient) and the kernel's socket directory as
+the only writable paths.  It refuses a connection file whose transport is not
+``ipc`` or whose socket directory is not private (see :func:`ipc_socket_dir`).
 """
 
 from __future__ import annotations
@@ -56,6 +53,7 @@ import json
 import os
 import secrets
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -63,6 +61,9 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 SEALED_KERNEL_NAME = "python3-sealed"
+# Entry point (group jupyter_client.kernel_provisioners, see pyproject.toml) of
+# grading.kernel_provisioner.SealedProvisioner, named by the sealed kernelspec.
+KERNEL_PROVISIONER = "sealed-ipc-provisioner"
 DEFAULT_MEMORY_BYTES = 4 * 1024**3
 DEFAULT_NPROC = 512
 DEFAULT_FSIZE_BYTES = 256 * 1024**2
@@ -272,7 +273,7 @@ def sandbox_prefix(
     workdir: os.PathLike[str] | str,
     *,
     extra_ro: Iterable[os.PathLike[str] | str] = (),
-    network: bool = False,
+    extra_rw: Iterable[os.PathLike[str] | str] = (),
     memory_bytes: int = DEFAULT_MEMORY_BYTES,
     nproc: int = DEFAULT_NPROC,
     fsize_bytes: int = DEFAULT_FSIZE_BYTES,
@@ -285,11 +286,9 @@ def sandbox_prefix(
     Append the command to run (``[python, "-m", ...]``); paths in it must be
     visible inside (the Python installation, this package, ``workdir`` and
     ``extra_ro`` are; files in ``extra_ro`` must be readable by ``uid``).
-
-    ``network=False`` (the default, for the sealed worker, which only talks
-    over inherited pipes) gives the sandbox a network namespace of its own
-    with nothing but loopback; ``network=True`` shares the grader's network
-    (the kernel, whose ZeroMQ sockets are on TCP loopback).
+    The directories in ``extra_rw`` are bound writable at the same paths (the
+    kernel's socket directory; they must be usable by ``uid``).  The sandbox
+    has a network namespace of its own with nothing but loopback.
 
     ``uid`` is the unprivileged uid the command runs as when the grader is
     root (default: a fresh one from :func:`sandbox_uid`; ``None``: stay
@@ -307,15 +306,15 @@ def sandbox_prefix(
         path = Path(raw).resolve()
         if path not in ro_paths and not _covered(path, [Path("/usr")]):
             ro_paths.append(path)
+    rw_paths = [Path(raw).resolve() for raw in extra_rw]
     args = [shutil.which("bwrap") or "bwrap"]
     if run_as is None:
-        args += ["--unshare-all", *(["--share-net"] if network else [])]
+        args += ["--unshare-all"]
         args += ["--die-with-parent", "--new-session", "--cap-drop", "ALL"]
     else:
         # No user namespace (it would map the sandbox to root): bubblewrap runs privileged,
         # keeps only what setpriv needs to switch to ``run_as``, and setpriv drops even that.
-        args += ["--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try"]
-        args += [] if network else ["--unshare-net"]
+        args += ["--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try", "--unshare-net"]
         args += ["--die-with-parent", "--new-session", "--cap-drop", "ALL"]
         args += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SETPCAP"]
         hand_over(work, run_as)
@@ -323,13 +322,16 @@ def sandbox_prefix(
     # The private /tmp first: directories created below for paths under /tmp (a course or venv
     # cloned there) must be created inside it, or the tmpfs would hide them.
     args += ["--perms", "1777", "--size", str(tmp_bytes), "--tmpfs", "/tmp", "--perms", "0777", "--dir", "/tmp/home"]
-    args += _open_dir_args([*ro_paths, work], listable=[grading_package_dir()])
+    targets = [*ro_paths, *rw_paths, work]
+    args += _open_dir_args(targets, listable=[grading_package_dir()])
     args += _system_args()
     args += ["--proc", "/proc", "--dev", "/dev"]
-    args += _hidden_parent_args([*ro_paths, work], listable=[grading_package_dir()])
+    args += _hidden_parent_args(targets, listable=[grading_package_dir()])
     for path in sorted(ro_paths, key=lambda p: len(p.parts)):
         args += ["--ro-bind", str(path), str(path)]
     args += ["--ro-bind", str(grading_package_dir()), str(SANDBOX_LIB_DIR / "grading")]
+    for path in rw_paths:
+        args += ["--bind", str(path), str(path)]
     args += ["--bind", str(work), str(work), "--chdir", str(work)]
     args += ["--remount-ro", "/"]  # the sandbox's own root tmpfs; /tmp and workdir stay writable
     args += ["--clearenv"]
@@ -392,7 +394,9 @@ def kernelspec_dict(
         # bwrap --new-session puts the kernel in its own session, so a SIGINT
         # sent to the launcher's process group would never reach it.
         "interrupt_mode": "message",
-        "metadata": {"debugger": False},
+        # The kernel has no network: its client reaches it over ipc sockets in a
+        # directory the provisioner makes for it.
+        "metadata": {"debugger": False, "kernel_provisioner": {"provisioner_name": KERNEL_PROVISIONER}},
     }
 
 
@@ -405,16 +409,58 @@ def write_sealed_kernelspec(
 ) -> Path:
     """Write the ``python3-sealed`` kernelspec under ``dest_dir/kernels/``.
 
-    Put ``dest_dir`` on ``JUPYTER_PATH`` to make the kernel available.  Without
-    ``workdir`` the kernel's writable directory is the directory it is started
-    in (nbclient starts it in the notebook's directory).  Returns the kernel
-    directory.
+    Put ``dest_dir`` on ``JUPYTER_PATH`` to make the kernel available (to a
+    Python environment where this package is installed: the kernelspec names
+    its kernel provisioner).  Without ``workdir`` the kernel's writable
+    directory is the directory it is started in (nbclient starts it in the
+    notebook's directory).  Returns the kernel directory.
     """
     kernel_dir = Path(dest_dir) / "kernels" / SEALED_KERNEL_NAME
     kernel_dir.mkdir(parents=True, exist_ok=True)
     spec = kernelspec_dict(python=python, memory_bytes=memory_bytes, workdir=workdir)
     (kernel_dir / "kernel.json").write_text(json.dumps(spec, indent=2) + "\n")
     return kernel_dir
+
+
+class KernelLaunchError(Exception):
+    """The sealed kernel cannot be started safely with this connection file."""
+
+
+def ipc_socket_dir(connection_file: Path) -> Path:
+    """The kernel's socket directory named by an ``ipc`` connection file.
+
+    The kernel has no network, so its connection file must use the ``ipc``
+    transport with an absolute ``ip`` (the socket path prefix) in a directory
+    that is the grader's own (mode 0700, owned by this uid) and holds nothing
+    but sockets: the one :mod:`grading.kernel_provisioner` made for this
+    kernel, never a shared directory such as the course root.  Raises
+    :class:`KernelLaunchError` otherwise.
+    """
+    try:
+        info = json.loads(connection_file.read_text())
+    except (OSError, ValueError) as exc:
+        raise KernelLaunchError(f"cannot read the connection file {connection_file}: {exc}") from exc
+    if not isinstance(info, dict) or info.get("transport") != "ipc" or not isinstance(info.get("ip"), str):
+        raise KernelLaunchError(
+            f"the sealed kernel has no network and needs the ipc transport, but {connection_file} does not "
+            f"use it: start it through its kernelspec, whose kernel provisioner ({KERNEL_PROVISIONER}, "
+            "installed with the grading package) sets the transport"
+        )
+    prefix = Path(info["ip"])
+    if not prefix.is_absolute() or prefix.name in ("", ".", ".."):
+        raise KernelLaunchError(f"the ipc socket prefix must be an absolute path: {info['ip']!r}")
+    directory = prefix.parent
+    try:
+        status = os.lstat(directory)
+        entries = list(directory.iterdir()) if stat.S_ISDIR(status.st_mode) else []
+    except OSError as exc:
+        raise KernelLaunchError(f"the kernel's socket directory {directory} is unusable: {exc}") from exc
+    if not stat.S_ISDIR(status.st_mode) or status.st_uid != os.geteuid() or status.st_mode & 0o077:
+        raise KernelLaunchError(f"the kernel's socket directory {directory} must be a directory of this user "
+                                "with mode 0700")
+    if any(not stat.S_ISSOCK(os.lstat(entry).st_mode) for entry in entries):
+        raise KernelLaunchError(f"the kernel's socket directory {directory} must hold nothing but sockets")
+    return directory
 
 
 def kernel_command(
@@ -427,14 +473,19 @@ def kernel_command(
 ) -> list[str]:
     """Full command running ipykernel in the sandbox (connection file read-only).
 
-    The kernel keeps the grader's network (``network=True``): nbclient reaches
-    it over ZeroMQ on TCP loopback.  When the grader is root the connection
-    file is handed to the kernel's unprivileged uid so that it can read it.
+    The kernel has no network; its sockets go to the directory of the ipc
+    connection file (:func:`ipc_socket_dir`), bound writable.  When the grader
+    is root the connection file and the socket directory (which stays 0700)
+    are handed to the kernel's unprivileged uid.
     """
+    sockets = ipc_socket_dir(connection_file)
     uid = sandbox_uid()
     if uid is not None:
         hand_over(connection_file, uid)
-    prefix = sandbox_prefix(workdir, extra_ro=[connection_file], network=True, memory_bytes=memory_bytes, uid=uid)
+        os.chown(sockets, uid, uid)
+    prefix = sandbox_prefix(
+        workdir, extra_ro=[connection_file], extra_rw=[sockets], memory_bytes=memory_bytes, uid=uid
+    )
     return [*prefix, python, "-m", "ipykernel_launcher", "-f", str(connection_file), *kernel_args]
 
 
@@ -456,9 +507,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("grading.sandbox: bubblewrap is not usable here; refusing to run unsandboxed", file=sys.stderr)
         return 1
     workdir = (args.workdir or Path.cwd()).resolve()
-    command = kernel_command(
-        args.connection_file.resolve(), workdir, args.kernel_args, memory_bytes=args.memory_bytes
-    )
+    try:
+        command = kernel_command(
+            args.connection_file.resolve(), workdir, args.kernel_args, memory_bytes=args.memory_bytes
+        )
+    except KernelLaunchError as exc:
+        print(f"grading.sandbox: {exc}", file=sys.stderr)
+        return 1
     # The kernel's own stdout (ipykernel's banner, os.write(1, ...) from student
     # code) would land in the grader's terminal; cell output goes over ZeroMQ.
     devnull = os.open(os.devnull, os.O_WRONLY)

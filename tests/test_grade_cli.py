@@ -3,6 +3,7 @@ notebooks, the course configuration check, and the sealed worker's network and p
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -230,15 +231,46 @@ def test_sandbox_has_no_network_by_default(tmp_path: Path, listener: socket.sock
     assert result.stdout.startswith("refused"), result.stdout
 
 
-@needs_bwrap
-def test_kernel_sandbox_keeps_the_network(tmp_path: Path, listener: socket.socket) -> None:
-    """The kernel needs TCP loopback for ZeroMQ (a documented limit of the sandbox)."""
-    result = run_in_sandbox(tmp_path, CONNECT.format(port=listener.getsockname()[1]), network=True)
-    assert result.stdout.strip() == "connected", result.stderr
+def ipc_connection_file(tmp_path: Path, **changes: object) -> Path:
+    """A connection file like the sealed kernel's provisioner writes (ipc, private socket directory)."""
+    sockets = Path(tempfile.mkdtemp(dir=tmp_path))
     connection = tmp_path / "kernel.json"
-    connection.write_text("{}")
-    command = sandbox.kernel_command(connection, tmp_path, [])
-    assert "--unshare-net" not in command and ("--share-net" in command or "--unshare-all" not in command)
+    connection.write_text(json.dumps({"transport": "ipc", "ip": str(sockets / "kernel"), **changes}))
+    return connection
+
+
+@needs_bwrap
+def test_kernel_sandbox_has_no_network(tmp_path: Path) -> None:
+    """The kernel's sandbox has a network namespace of its own; its socket directory is bound writable."""
+    connection = ipc_connection_file(tmp_path)
+    sockets = Path(json.loads(connection.read_text())["ip"]).parent
+    work = tmp_path / "work"
+    work.mkdir()
+    command = sandbox.kernel_command(connection, work, [])
+    assert "--share-net" not in command and ("--unshare-net" in command or "--unshare-all" in command)
+    binds = {(command[i + 1], command[i + 2]) for i, arg in enumerate(command) if arg == "--bind"}
+    assert (str(sockets), str(sockets)) in binds
+    if os.geteuid() == 0:
+        info = sockets.stat()
+        assert info.st_uid >= sandbox.SANDBOX_UID_BASE and info.st_mode & 0o777 == 0o700
+
+
+@pytest.mark.parametrize("problem", ["tcp", "relative", "shared", "holds files"])
+def test_kernel_launcher_refuses_an_unsafe_connection_file(tmp_path: Path, problem: str) -> None:
+    """The launcher starts the kernel only over ipc in a private directory holding nothing but sockets
+    (a TCP kernel could not be reached; a shared directory would expose other files to the kernel)."""
+    connection = ipc_connection_file(tmp_path)
+    sockets = Path(json.loads(connection.read_text())["ip"]).parent
+    if problem == "tcp":
+        connection = ipc_connection_file(tmp_path, transport="tcp", ip="127.0.0.1")
+    elif problem == "relative":
+        connection = ipc_connection_file(tmp_path, ip="kernel-ipc")
+    elif problem == "shared":
+        sockets.chmod(0o755)
+    else:
+        (sockets / "notes.txt").write_text("not a socket")
+    with pytest.raises(sandbox.KernelLaunchError):
+        sandbox.kernel_command(connection, tmp_path, [])
 
 
 @needs_bwrap

@@ -7,10 +7,12 @@ The end-to-end tests build a tiny dummy course in ``tmp_path`` with the real
 from __future__ import annotations
 
 import copy
+import importlib.metadata
 import json
 import os
 import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_outp
 
 import grading.preprocessors as preprocessors
 from grading import grade, sandbox
+from grading.kernel_provisioner import SealedProvisioner
 from grading.preprocessors import (
     FULL_TEST_SOURCES,
     LimitOutputSize,
@@ -123,6 +126,44 @@ def test_sealed_kernelspec(tmp_path: Path) -> None:
     assert spec["argv"][-1] == "{connection_file}"
     assert spec["argv"][1].endswith("sandbox.py") and "123" in spec["argv"]
     assert spec["interrupt_mode"] == "message"
+    provisioner = spec["metadata"]["kernel_provisioner"]["provisioner_name"]
+    (entry_point,) = importlib.metadata.entry_points(group="jupyter_client.kernel_provisioners", name=provisioner)
+    assert entry_point.load() is SealedProvisioner
+
+
+SOCKET_PROBE = """\
+import os, socket
+from ipykernel.kernelapp import IPKernelApp
+app = IPKernelApp.instance()
+info = os.stat(os.path.dirname(app.ip))
+print(app.transport, os.path.dirname(app.ip), oct(info.st_mode & 0o777), info.st_uid, os.getuid(),
+      sorted(name for _, name in socket.if_nameindex()))
+"""
+
+
+@pytest.mark.slow
+@needs_bwrap
+def test_sealed_kernel_talks_over_a_private_socket_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sealed kernel has loopback only and is reached over ipc sockets in a directory of its own:
+    mode 0700, owned by the kernel's uid (not root), fresh for every kernel and removed afterwards."""
+    sandbox.write_sealed_kernelspec(tmp_path / "jupyter")
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # where the provisioner makes the directory
+    (tmp_path / "tmp").mkdir()
+    work = tmp_path / "work"
+    work.mkdir()
+    reports = []
+    for _ in range(2):
+        nb = new_notebook(cells=[new_code_cell(SOCKET_PROBE), new_code_cell("print(6 * 7)")])
+        nb, _ = SafeExecute(timeout=30, kernel_name=sandbox.SEALED_KERNEL_NAME).preprocess(
+            nb, {"metadata": {"path": str(work)}})
+        assert nb.cells[1].outputs[0].text == "42\n"
+        reports.append(nb.cells[0].outputs[0].text.split(maxsplit=5))
+    for transport, directory, mode, owner, uid, interfaces in reports:
+        assert (transport, mode, interfaces.strip()) == ("ipc", "0o700", "['lo']"), reports
+        assert owner == uid and (os.geteuid() != 0 or uid != "0"), reports
+        assert Path(directory).parent == tmp_path / "tmp" and not Path(directory).exists(), reports
+    assert reports[0][1] != reports[1][1], "each kernel gets a socket directory of its own"
 
 
 # --------------------------------------------------------------------------- output capping
