@@ -4,9 +4,17 @@ The sealed kernel runs in a network namespace of its own (``grading/sandbox.py``
 bubblewrap's ``--unshare-net``), so the grader cannot reach it over TCP loopback.  Its kernelspec
 names this provisioner (jupyter_client's ``metadata.kernel_provisioner``; the entry point is in
 ``pyproject.toml``), which, before every launch, puts the kernel manager on the ``ipc`` transport
-with its socket paths in a directory made for this one kernel (mode 0700).  The sandbox binds that
-directory at the same path; path-based unix sockets work across network namespaces.  The
-directory is removed when the kernel manager cleans up after the kernel.
+in a directory made for this one kernel (:class:`grading.sandbox.KernelSockets`, mode 0700,
+removed after the kernel):
+
+* ``kernel/`` is named in the kernel's connection file (the launcher writes it); the sandbox binds
+  it at the same path (path-based unix sockets work across network namespaces) and the kernel
+  binds its five sockets there;
+* ``grader/`` is named in the grader's connection file and holds hard links to those sockets, made
+  as they appear; the grader connects only through them.  The kernel cannot see or change
+  ``grader/``, so student code that replaces a socket in ``kernel/`` by a link to some other
+  socket of the grading machine and then drops a connection does not make ZeroMQ in the grader
+  reconnect to that socket.
 
 Because the kernelspec carries the provisioner, every client of the kernel (``nbgrader autograde``
 run by ``python -m grading.grade``, formgrader's Autograde button, a notebook server) talks to it
@@ -17,71 +25,89 @@ launcher refuses a connection file that is not ipc: nothing falls back to TCP.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
+import stat
 import tempfile
+import threading
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from jupyter_client.provisioning import LocalProvisioner
-from traitlets import Unicode
+from traitlets import Float, Unicode
 
-#: ``ip`` of the connection file is ``<socket dir>/kernel``; ZeroMQ binds ``kernel-1`` to ``kernel-5``.
-SOCKET_PREFIX = "kernel"
-# A unix socket path holds at most 107 bytes; the port suffix adds "-N".
-MAX_SOCKET_PATH = 100
+from grading.sandbox import KERNEL_SOCKET_PREFIX, KernelSockets
+
+log = logging.getLogger(__name__)
+
+# sun_path of a unix socket address holds 108 bytes, the terminating NUL included.
+MAX_SOCKET_PATH = 107
 FALLBACK_PARENT = Path("/tmp")
+LINK_POLL_SECONDS = 0.01
 
 
-def make_socket_dir(parent: os.PathLike[str] | str | None = None) -> Path:
-    """A fresh, empty directory (mode 0700) for one kernel's sockets, under ``parent``.
+def make_kernel_sockets(parent: os.PathLike[str] | str | None = None) -> KernelSockets:
+    """A fresh socket directory (``kernel/`` and ``grader/`` empty, all mode 0700) under ``parent``.
 
-    Without ``parent`` it is made in the temporary directory (``TMPDIR``; ``grading.grade``
-    points that into its scratch course, so what a killed run leaves goes with the scratch), or
-    in ``/tmp`` when that path is too long for unix sockets.
+    Without ``parent`` it is made in the temporary directory (``TMPDIR``; ``grading.grade`` points
+    that into its scratch course, so what a killed run leaves goes with the scratch), or in
+    ``/tmp`` when that path is too long for unix sockets.
     """
     base = Path(parent) if parent else Path(tempfile.gettempdir())
-    probe = base / "sealed-ipc-XXXXXXXX" / f"{SOCKET_PREFIX}-99"
-    if len(os.fsencode(probe)) > MAX_SOCKET_PATH:
+    longest = KernelSockets(base / "sealed-ipc-XXXXXXXX").grader_prefix + "-99"
+    if len(os.fsencode(longest)) > MAX_SOCKET_PATH:
         if parent:
             raise ValueError(f"socket directory parent {base} is too long for unix socket paths")
         base = FALLBACK_PARENT
-    return Path(tempfile.mkdtemp(prefix="sealed-ipc-", dir=base)).resolve()
+    sockets = KernelSockets(Path(tempfile.mkdtemp(prefix="sealed-ipc-", dir=base)).resolve())
+    sockets.kernel.mkdir(mode=0o700)
+    sockets.grader.mkdir(mode=0o700)
+    return sockets
 
 
-class SealedProvisioner(LocalProvisioner):  # type: ignore[misc]
-    """jupyter_client's local provisioner with the ipc transport in a per-kernel socket directory."""
+def socket_names(ports: Sequence[int]) -> list[str]:
+    """File names of the kernel's sockets for its ipc ``ports``."""
+    return [f"{KERNEL_SOCKET_PREFIX}-{port}" for port in ports]
 
-    socket_parent = Unicode(
-        "",
-        help="Directory in which each kernel's socket directory is made (default: the temporary "
-        "directory). The socket paths must stay under 100 bytes.",
-    ).tag(config=True)
 
-    socket_dir: Path | None = None
+def link_socket(source: Path, dest: Path) -> bool | None:
+    """Hard-link the socket ``source`` as ``dest``: True if linked, False if ``source`` does not
+    exist yet, None if it is not a socket (nothing is linked then).
 
-    async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
-        """Create the socket directory (once per kernel manager) and switch the manager to ipc."""
-        km = self.parent
-        if self.socket_dir is None:
-            self.socket_dir = make_socket_dir(self.socket_parent or None)
-            self.log.debug("Sockets of kernel %s in %s", self.kernel_id, self.socket_dir)
-        km.transport = "ipc"
-        km.cache_ports = False
-        km.ip = str(self.socket_dir / SOCKET_PREFIX)
-        return await super().pre_launch(**kwargs)
+    The result is checked in ``dest`` (a directory only the grader can change), so swapping
+    ``source`` between a check and the link gains nothing.
+    """
+    try:
+        os.link(source, dest, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    if stat.S_ISSOCK(os.lstat(dest).st_mode):
+        return True
+    dest.unlink()
+    return None
 
-    async def cleanup(self, restart: bool = False) -> None:
-        """Remove the socket directory, or on a restart give it back to the grader for the next launch."""
-        await super().cleanup(restart=restart)
-        if self.socket_dir is None:
-            return
-        if restart:
-            if os.geteuid() == 0 and self.socket_dir.is_dir():
-                os.chown(self.socket_dir, os.geteuid(), os.getegid())  # the launcher hands it over again
-            return
-        remove_tree(self.socket_dir)
-        self.socket_dir = None
+
+def link_sockets(sockets: KernelSockets, names: Sequence[str], stop: threading.Event, deadline: float) -> None:
+    """Link each of the kernel's sockets into ``sockets.grader`` as soon as it appears.
+
+    A name whose entry is not a socket is never linked: that channel stays unconnected and the
+    kernel fails to start, instead of the grader connecting to something else.
+    """
+    pending = list(names)
+    while pending and not stop.is_set() and time.monotonic() < deadline:
+        for name in list(pending):
+            try:
+                linked = link_socket(sockets.kernel / name, sockets.grader / name)
+            except OSError as exc:
+                log.error("Cannot link the kernel socket %s: %s", name, exc)
+                linked = None
+            if linked is None:
+                log.error("%s in the kernel's socket directory is not a socket; not connecting to it", name)
+            if linked is not False:
+                pending.remove(name)
+        stop.wait(LINK_POLL_SECONDS)
 
 
 def remove_tree(top: Path) -> None:
@@ -98,3 +124,74 @@ def remove_tree(top: Path) -> None:
                 except OSError:
                     pass
     shutil.rmtree(top, ignore_errors=True)
+
+
+def empty_dir(directory: Path) -> None:
+    """Delete everything in ``directory`` (kept) without following links."""
+    for entry in directory.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            remove_tree(entry)
+        else:
+            entry.unlink(missing_ok=True)
+
+
+class SealedProvisioner(LocalProvisioner):  # type: ignore[misc]
+    """jupyter_client's local provisioner with the ipc transport in per-kernel socket directories."""
+
+    socket_parent = Unicode(
+        "",
+        help="Directory in which each kernel's socket directory is made (default: the temporary "
+        "directory). The socket paths must fit in 107 bytes.",
+    ).tag(config=True)
+    link_timeout = Float(
+        600.0, help="Seconds after a launch within which the kernel must have bound its sockets."
+    ).tag(config=True)
+
+    sockets: KernelSockets | None = None
+    _linker: threading.Thread | None = None
+    _stop_linking: threading.Event | None = None
+
+    async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
+        """Make the socket directory (once per kernel manager) and put the manager on ipc in ``grader/``."""
+        km = self.parent
+        if self.sockets is None:
+            self.sockets = make_kernel_sockets(self.socket_parent or None)
+            self.log.debug("Sockets of kernel %s in %s", self.kernel_id, self.sockets.top)
+        km.transport = "ipc"
+        km.cache_ports = False
+        km.ip = self.sockets.grader_prefix
+        return await super().pre_launch(**kwargs)
+
+    async def post_launch(self, **kwargs: Any) -> None:
+        """Start linking the kernel's sockets into the grader's directory as the kernel binds them."""
+        await super().post_launch(**kwargs)
+        assert self.sockets is not None
+        self._stop_linking = threading.Event()
+        self._linker = threading.Thread(
+            target=link_sockets,
+            args=(self.sockets, socket_names(self.parent.ports), self._stop_linking,
+                  time.monotonic() + self.link_timeout),
+            name=f"link-sockets-{self.kernel_id}",
+            daemon=True,
+        )
+        self._linker.start()
+
+    async def cleanup(self, restart: bool = False) -> None:
+        """Remove the socket directory; on a restart, empty it for the next launch instead."""
+        await super().cleanup(restart=restart)
+        if self._stop_linking is not None and self._linker is not None:
+            self._stop_linking.set()
+            self._linker.join()
+            self._linker = self._stop_linking = None
+        if self.sockets is None:
+            return
+        if restart:
+            if self.sockets.kernel.is_dir():
+                if os.geteuid() == 0:
+                    os.chown(self.sockets.kernel, os.geteuid(), os.getegid())  # the launcher hands it over again
+                self.sockets.kernel.chmod(0o700)
+                empty_dir(self.sockets.kernel)
+                empty_dir(self.sockets.grader)
+            return
+        remove_tree(self.sockets.top)
+        self.sockets = None

@@ -19,9 +19,9 @@ which Python must list to import it; they hold nothing but the bound paths).
 Network: every sandbox has a network namespace of its own (loopback only,
 nothing of the grading machine is reachable).  The sealed worker talks to the
 checker over inherited pipes; the notebook kernel talks to nbclient over
-ZeroMQ ``ipc://`` sockets in a directory of its own (made by
-:mod:`grading.kernel_provisioner`, which the kernelspec names), bound into the
-sandbox at the same path: path-based unix sockets work across network
+ZeroMQ ``ipc://`` sockets in a directory of its own (:class:`KernelSockets`,
+made by :mod:`grading.kernel_provisioner`, which the kernelspec names), bound
+into the sandbox at the same path: path-based unix sockets work across network
 namespaces.
 
 Limits: ``prlimit`` sets address space, processes and file size inside the
@@ -42,7 +42,7 @@ kernel::
 It sandboxes ``ipykernel`` with the current directory (the autograded
 notebook's directory, set by nbclient) and the kernel's socket directory as
 the only writable paths.  It refuses a connection file whose transport is not
-``ipc`` or whose socket directory is not private (see :func:`ipc_socket_dir`).
+``ipc`` or whose socket directory is not private (see :func:`kernel_sockets`).
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -64,6 +65,8 @@ SEALED_KERNEL_NAME = "python3-sealed"
 # Entry point (group jupyter_client.kernel_provisioners, see pyproject.toml) of
 # grading.kernel_provisioner.SealedProvisioner, named by the sealed kernelspec.
 KERNEL_PROVISIONER = "sealed-ipc-provisioner"
+# The kernel's ZeroMQ sockets are <socket directory>/kernel-1 to kernel-5 (see KernelSockets).
+KERNEL_SOCKET_PREFIX = "kernel"
 DEFAULT_MEMORY_BYTES = 4 * 1024**3
 DEFAULT_NPROC = 512
 DEFAULT_FSIZE_BYTES = 256 * 1024**2
@@ -426,14 +429,72 @@ class KernelLaunchError(Exception):
     """The sealed kernel cannot be started safely with this connection file."""
 
 
-def ipc_socket_dir(connection_file: Path) -> Path:
-    """The kernel's socket directory named by an ``ipc`` connection file.
+@dataclass(frozen=True)
+class KernelSockets:
+    """Layout of one sealed kernel's socket directory ``top`` (made by :mod:`grading.kernel_provisioner`).
 
-    The kernel has no network, so its connection file must use the ``ipc``
-    transport with an absolute ``ip`` (the socket path prefix) in a directory
-    that is the grader's own (mode 0700, owned by this uid) and holds nothing
-    but sockets: the one :mod:`grading.kernel_provisioner` made for this
-    kernel, never a shared directory such as the course root.  Raises
+    ``top``, ``grader/`` and ``kernel/`` are the grader's, mode 0700 (``kernel/``
+    is handed to the sandbox uid when the grader is root).  The kernel binds
+    its sockets ``kernel/kernel-N``; ``kernel/`` is the only one bound into the
+    sandbox, with the kernel's connection file ``kernel.json`` (read-only).
+    The grader connects through hard links to those sockets in ``grader/``,
+    which the kernel can neither see nor change.
+    """
+
+    top: Path
+
+    @property
+    def kernel(self) -> Path:
+        return self.top / "kernel"
+
+    @property
+    def grader(self) -> Path:
+        return self.top / "grader"
+
+    @property
+    def connection_file(self) -> Path:
+        """The kernel's connection file: the grader's, with ``ip`` naming ``kernel/``."""
+        return self.top / "kernel.json"
+
+    @property
+    def grader_prefix(self) -> str:
+        """``ip`` of the grader's connection file (ZeroMQ appends ``-N``)."""
+        return str(self.grader / KERNEL_SOCKET_PREFIX)
+
+    @property
+    def kernel_prefix(self) -> str:
+        """``ip`` of the kernel's connection file."""
+        return str(self.kernel / KERNEL_SOCKET_PREFIX)
+
+    @classmethod
+    def of_prefix(cls, prefix: str) -> KernelSockets:
+        """The layout whose :attr:`grader_prefix` is ``prefix``; :class:`KernelLaunchError` if none is."""
+        path = Path(prefix)
+        sockets = cls(path.parent.parent)
+        if not path.is_absolute() or prefix != sockets.grader_prefix:
+            raise KernelLaunchError(f"the ipc socket prefix {prefix!r} is not <directory>/grader/"
+                                    f"{KERNEL_SOCKET_PREFIX} with an absolute directory")
+        return sockets
+
+
+def _check_private_dir(directory: Path) -> None:
+    """Raise :class:`KernelLaunchError` unless ``directory`` is a real directory of this uid with mode 0700."""
+    try:
+        status = os.lstat(directory)
+    except OSError as exc:
+        raise KernelLaunchError(f"the kernel's socket directory {directory} is unusable: {exc}") from exc
+    if not stat.S_ISDIR(status.st_mode) or status.st_uid != os.geteuid() or status.st_mode & 0o077:
+        raise KernelLaunchError(f"{directory} must be a directory of this user with mode 0700")
+
+
+def kernel_sockets(connection_file: Path) -> tuple[KernelSockets, dict[str, object]]:
+    """The socket directory named by the grader's ``ipc`` connection file, and the file's contents.
+
+    The kernel has no network, so the connection file must use the ``ipc``
+    transport with the layout of :class:`KernelSockets`, every directory
+    private (mode 0700, this uid's) and ``kernel/`` holding nothing but
+    sockets: a directory :mod:`grading.kernel_provisioner` made for this
+    kernel, never a shared one such as the course root.  Raises
     :class:`KernelLaunchError` otherwise.
     """
     try:
@@ -446,21 +507,21 @@ def ipc_socket_dir(connection_file: Path) -> Path:
             f"use it: start it through its kernelspec, whose kernel provisioner ({KERNEL_PROVISIONER}, "
             "installed with the grading package) sets the transport"
         )
-    prefix = Path(info["ip"])
-    if not prefix.is_absolute() or prefix.name in ("", ".", ".."):
-        raise KernelLaunchError(f"the ipc socket prefix must be an absolute path: {info['ip']!r}")
-    directory = prefix.parent
-    try:
-        status = os.lstat(directory)
-        entries = list(directory.iterdir()) if stat.S_ISDIR(status.st_mode) else []
-    except OSError as exc:
-        raise KernelLaunchError(f"the kernel's socket directory {directory} is unusable: {exc}") from exc
-    if not stat.S_ISDIR(status.st_mode) or status.st_uid != os.geteuid() or status.st_mode & 0o077:
-        raise KernelLaunchError(f"the kernel's socket directory {directory} must be a directory of this user "
-                                "with mode 0700")
-    if any(not stat.S_ISSOCK(os.lstat(entry).st_mode) for entry in entries):
-        raise KernelLaunchError(f"the kernel's socket directory {directory} must hold nothing but sockets")
-    return directory
+    sockets = KernelSockets.of_prefix(info["ip"])
+    for directory in (sockets.top, sockets.grader, sockets.kernel):
+        _check_private_dir(directory)
+    if any(not stat.S_ISSOCK(os.lstat(entry).st_mode) for entry in sockets.kernel.iterdir()):
+        raise KernelLaunchError(f"the kernel's socket directory {sockets.kernel} must hold nothing but sockets")
+    return sockets, info
+
+
+def write_kernel_connection_file(sockets: KernelSockets, info: Mapping[str, object]) -> Path:
+    """Write the kernel's connection file (``info`` with ``ip`` naming ``kernel/``), mode 0600."""
+    path = sockets.connection_file
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump({**info, "ip": sockets.kernel_prefix}, out)
+    return path
 
 
 def kernel_command(
@@ -471,22 +532,24 @@ def kernel_command(
     memory_bytes: int = DEFAULT_MEMORY_BYTES,
     python: str = sys.executable,
 ) -> list[str]:
-    """Full command running ipykernel in the sandbox (connection file read-only).
+    """Full command running ipykernel in the sandbox.
 
-    The kernel has no network; its sockets go to the directory of the ipc
-    connection file (:func:`ipc_socket_dir`), bound writable.  When the grader
-    is root the connection file and the socket directory (which stays 0700)
-    are handed to the kernel's unprivileged uid.
+    The kernel has no network.  It gets its own connection file (read-only)
+    naming the ``kernel/`` socket directory of the grader's ipc connection
+    file (:func:`kernel_sockets`), which is bound writable.  When the grader is
+    root both are handed to the kernel's unprivileged uid (the directory stays
+    0700).
     """
-    sockets = ipc_socket_dir(connection_file)
+    sockets, info = kernel_sockets(connection_file)
+    kernel_file = write_kernel_connection_file(sockets, info)
     uid = sandbox_uid()
     if uid is not None:
-        hand_over(connection_file, uid)
-        os.chown(sockets, uid, uid)
+        for path in (kernel_file, sockets.kernel):
+            os.chown(path, uid, uid)
     prefix = sandbox_prefix(
-        workdir, extra_ro=[connection_file], extra_rw=[sockets], memory_bytes=memory_bytes, uid=uid
+        workdir, extra_ro=[kernel_file], extra_rw=[sockets.kernel], memory_bytes=memory_bytes, uid=uid
     )
-    return [*prefix, python, "-m", "ipykernel_launcher", "-f", str(connection_file), *kernel_args]
+    return [*prefix, python, "-m", "ipykernel_launcher", "-f", str(kernel_file), *kernel_args]
 
 
 def _parse_kernel_args(argv: Sequence[str]) -> argparse.Namespace:

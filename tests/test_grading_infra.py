@@ -10,10 +10,13 @@ import copy
 import importlib.metadata
 import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import nbformat
@@ -135,35 +138,84 @@ SOCKET_PROBE = """\
 import os, socket
 from ipykernel.kernelapp import IPKernelApp
 app = IPKernelApp.instance()
-info = os.stat(os.path.dirname(app.ip))
-print(app.transport, os.path.dirname(app.ip), oct(info.st_mode & 0o777), info.st_uid, os.getuid(),
+sockets = os.path.dirname(app.ip)
+info = os.stat(sockets)
+print(app.transport, sockets, oct(info.st_mode & 0o777), info.st_uid, os.getuid(),
+      os.path.exists(os.path.join(os.path.dirname(sockets), "grader")),
       sorted(name for _, name in socket.if_nameindex()))
+"""
+
+
+@pytest.fixture
+def sealed_kernel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The sealed kernelspec installed for this test, socket directories under ``tmp_path/tmp``;
+    returns the kernel's work directory."""
+    sandbox.write_sealed_kernelspec(tmp_path / "jupyter")
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    short = Path(tempfile.mkdtemp(prefix="sealed-test-", dir="/tmp"))  # tmp_path can be too long for sockets
+    (tmp_path / "tmp").symlink_to(short)
+    monkeypatch.setattr(tempfile, "tempdir", str(short))  # where the provisioner makes them
+    work = tmp_path / "work"
+    work.mkdir()
+    yield work
+    shutil.rmtree(short)
+
+
+def run_sealed(work: Path, *sources: str, timeout: int = 30) -> nbformat.NotebookNode:
+    nb = new_notebook(cells=[new_code_cell(source) for source in sources])
+    nb, _ = SafeExecute(timeout=timeout, kernel_name=sandbox.SEALED_KERNEL_NAME).preprocess(
+        nb, {"metadata": {"path": str(work)}})
+    return nb
+
+
+@pytest.mark.slow
+@needs_bwrap
+def test_sealed_kernel_talks_over_a_private_socket_directory(sealed_kernel: Path) -> None:
+    """The sealed kernel has loopback only and is reached over ipc sockets in a directory of its own:
+    mode 0700, owned by the kernel's uid (not root), fresh for every kernel and removed afterwards;
+    the grader's side of it is not visible in the sandbox."""
+    reports = []
+    for _ in range(2):
+        nb = run_sealed(sealed_kernel, SOCKET_PROBE, "print(6 * 7)")
+        assert nb.cells[1].outputs[0].text == "42\n"
+        reports.append(nb.cells[0].outputs[0].text.split(maxsplit=6))
+    for transport, directory, mode, owner, uid, sees_grader, interfaces in reports:
+        assert (transport, mode, sees_grader, interfaces.strip()) == ("ipc", "0o700", "False", "['lo']"), reports
+        assert owner == uid and (os.geteuid() != 0 or uid != "0"), reports
+        top = Path(directory).parent
+        assert top.parent == (sealed_kernel.parent / "tmp").resolve() and not top.exists(), reports
+    assert reports[0][1] != reports[1][1], "each kernel gets a socket directory of its own"
+
+
+REDIRECT = """\
+import os, time
+from ipykernel.kernelapp import IPKernelApp
+app = IPKernelApp.instance()
+path = app.ip + "-" + str(app.stdin_port)
+os.unlink(path)
+os.symlink({target!r}, path)
+app.stdin_socket.close(linger=0)  # the grader's stdin channel reconnects
+time.sleep(2)
+print("stdin socket replaced by a link to", os.readlink(path))
 """
 
 
 @pytest.mark.slow
 @needs_bwrap
-def test_sealed_kernel_talks_over_a_private_socket_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The sealed kernel has loopback only and is reached over ipc sockets in a directory of its own:
-    mode 0700, owned by the kernel's uid (not root), fresh for every kernel and removed afterwards."""
-    sandbox.write_sealed_kernelspec(tmp_path / "jupyter")
-    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # where the provisioner makes the directory
-    (tmp_path / "tmp").mkdir()
-    work = tmp_path / "work"
-    work.mkdir()
-    reports = []
-    for _ in range(2):
-        nb = new_notebook(cells=[new_code_cell(SOCKET_PROBE), new_code_cell("print(6 * 7)")])
-        nb, _ = SafeExecute(timeout=30, kernel_name=sandbox.SEALED_KERNEL_NAME).preprocess(
-            nb, {"metadata": {"path": str(work)}})
+def test_kernel_cannot_redirect_the_graders_connections(sealed_kernel: Path) -> None:
+    """Student code that replaces one of its sockets by a link to a unix socket of the grading machine
+    and drops the connection does not make the grader connect there (it connects through its own
+    links), and the kernel goes on running cells."""
+    target = sealed_kernel.parent / "host.sock"
+    with socket.socket(socket.AF_UNIX) as host:
+        host.bind(str(target))
+        host.listen()
+        host.setblocking(False)
+        nb = run_sealed(sealed_kernel, REDIRECT.format(target=str(target)), "print(6 * 7)")
+        assert nb.cells[0].outputs[0].text == f"stdin socket replaced by a link to {target}\n", nb.cells[0].outputs
         assert nb.cells[1].outputs[0].text == "42\n"
-        reports.append(nb.cells[0].outputs[0].text.split(maxsplit=5))
-    for transport, directory, mode, owner, uid, interfaces in reports:
-        assert (transport, mode, interfaces.strip()) == ("ipc", "0o700", "['lo']"), reports
-        assert owner == uid and (os.geteuid() != 0 or uid != "0"), reports
-        assert Path(directory).parent == tmp_path / "tmp" and not Path(directory).exists(), reports
-    assert reports[0][1] != reports[1][1], "each kernel gets a socket directory of its own"
+        with pytest.raises(BlockingIOError):
+            host.accept()
 
 
 # --------------------------------------------------------------------------- output capping
