@@ -114,7 +114,8 @@ def listener() -> Iterator[Listener]:
 
 @pytest.fixture(scope="module")
 def attacks(listener: Listener) -> dict[str, adv.Attack]:
-    everything = {a.name: a for a in (*adv.ATTACKS, adv.many_cells_flood, adv.network_probe(listener.port, listener.udp_port))}
+    probe = adv.network_probe(listener.port, listener.udp_port)
+    everything = {a.name: a for a in (*adv.ATTACKS, adv.many_cells_flood, probe)}
     batched = [name for names in BATCHES.values() for name in names]
     assert sorted(batched) == sorted(everything), "every attack is graded in exactly one batch"
     return everything
