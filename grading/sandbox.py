@@ -16,18 +16,13 @@ Directories that only lead to a bound path are created with mode ``0111`` so
 they can be traversed but not listed (except the parents of this package,
 which Python must list to import it; they hold nothing but the bound paths).
 
-Network: the sealed worker talks to the checker over inherited pipes only,
-so by default the sandbox has a network namespace of its own (loopback only,
-nothing of the grading machine is reachable).  The notebook kernel is the
-exception (``network=True``): nbclient talks to it over ZeroMQ on TCP
-loopback, so the kernel shares the grader's network and can reach whatever
-the grading machine can reach (loopback services included).  A deployment
-closes that outside this module: a dedicated grading VM or container with
-nothing worth reaching, and/or a firewall rule against new connections from
-the sandbox uids (the kernel only answers connections nbclient opens), e.g.
-``nft add rule inet filter output meta skuid 1950000000-1950999999 ct state
-new drop`` (uids as below; a grader that is not root runs the kernel under
-its own uid, so there the rule must match a dedicated grading account).
+Network: every sandbox has a network namespace of its own (loopback only,
+nothing of the grading machine is reachable).  The sealed worker talks to the
+checker over inherited pipes; the notebook kernel talks to nbclient over
+ZeroMQ ``ipc://`` sockets in a directory of its own (:class:`KernelSockets`,
+made by :mod:`grading.kernel_provisioner`, which the kernelspec names), bound
+into the sandbox at the same path: path-based unix sockets work across network
+namespaces.
 
 Limits: ``prlimit`` sets address space, processes and file size inside the
 sandbox.  Linux exempts uid 0 from ``RLIMIT_NPROC``, and bubblewrap started
@@ -47,7 +42,9 @@ kernel::
     python grading/sandbox.py kernel [--memory-bytes N] [--workdir DIR] CONNECTION_FILE [ARGS...]
 
 It sandboxes ``ipykernel`` with the current directory (the autograded
-notebook's directory, set by nbclient) as the only writable path.
+notebook's directory, set by nbclient) and the kernel's socket directory as
+the only writable paths.  It refuses a connection file whose transport is not
+``ipc`` or whose socket directory is not private (see :func:`kernel_sockets`).
 """
 
 from __future__ import annotations
@@ -58,13 +55,20 @@ import json
 import os
 import secrets
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 SEALED_KERNEL_NAME = "python3-sealed"
+# Entry point (group jupyter_client.kernel_provisioners, see pyproject.toml) of
+# grading.kernel_provisioner.SealedProvisioner, named by the sealed kernelspec.
+KERNEL_PROVISIONER = "sealed-ipc-provisioner"
+# The kernel's ZeroMQ sockets are <socket directory>/kernel-1 to kernel-5 (see KernelSockets).
+KERNEL_SOCKET_PREFIX = "kernel"
 DEFAULT_MEMORY_BYTES = 4 * 1024**3
 DEFAULT_NPROC = 512
 DEFAULT_FSIZE_BYTES = 256 * 1024**2
@@ -288,7 +292,7 @@ def sandbox_prefix(
     workdir: os.PathLike[str] | str,
     *,
     extra_ro: Iterable[os.PathLike[str] | str] = (),
-    network: bool = False,
+    extra_rw: Iterable[os.PathLike[str] | str] = (),
     memory_bytes: int = DEFAULT_MEMORY_BYTES,
     nproc: int = DEFAULT_NPROC,
     fsize_bytes: int = DEFAULT_FSIZE_BYTES,
@@ -301,11 +305,9 @@ def sandbox_prefix(
     Append the command to run (``[python, "-m", ...]``); paths in it must be
     visible inside (the Python installation, this package, ``workdir`` and
     ``extra_ro`` are; files in ``extra_ro`` must be readable by ``uid``).
-
-    ``network=False`` (the default, for the sealed worker, which only talks
-    over inherited pipes) gives the sandbox a network namespace of its own
-    with nothing but loopback; ``network=True`` shares the grader's network
-    (the kernel, whose ZeroMQ sockets are on TCP loopback).
+    The directories in ``extra_rw`` are bound writable at the same paths (the
+    kernel's socket directory; they must be usable by ``uid``).  The sandbox
+    has a network namespace of its own with nothing but loopback.
 
     ``uid`` is the unprivileged uid the command runs as when the grader is
     root (default: a fresh one from :func:`sandbox_uid`; ``None``: stay
@@ -323,15 +325,15 @@ def sandbox_prefix(
         path = Path(raw).resolve()
         if path not in ro_paths and not _covered(path, [Path("/usr")]):
             ro_paths.append(path)
+    rw_paths = [Path(raw).resolve() for raw in extra_rw]
     args = [shutil.which("bwrap") or "bwrap"]
     if run_as is None:
-        args += ["--unshare-all", *(["--share-net"] if network else [])]
+        args += ["--unshare-all"]
         args += ["--die-with-parent", "--new-session", "--cap-drop", "ALL"]
     else:
         # No user namespace (it would map the sandbox to root): bubblewrap runs privileged,
         # keeps only what setpriv needs to switch to ``run_as``, and setpriv drops even that.
-        args += ["--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try"]
-        args += [] if network else ["--unshare-net"]
+        args += ["--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try", "--unshare-net"]
         args += ["--die-with-parent", "--new-session", "--cap-drop", "ALL"]
         args += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SETPCAP"]
         hand_over(work, run_as)
@@ -339,13 +341,16 @@ def sandbox_prefix(
     # The private /tmp first: directories created below for paths under /tmp (a course or venv
     # cloned there) must be created inside it, or the tmpfs would hide them.
     args += ["--perms", "1777", "--size", str(tmp_bytes), "--tmpfs", "/tmp", "--perms", "0777", "--dir", "/tmp/home"]
-    args += _open_dir_args([*ro_paths, work], listable=[grading_package_dir()])
+    targets = [*ro_paths, *rw_paths, work]
+    args += _open_dir_args(targets, listable=[grading_package_dir()])
     args += _system_args()
     args += ["--proc", "/proc", "--dev", "/dev"]
-    args += _hidden_parent_args([*ro_paths, work], listable=[grading_package_dir()])
+    args += _hidden_parent_args(targets, listable=[grading_package_dir()])
     for path in sorted(ro_paths, key=lambda p: len(p.parts)):
         args += ["--ro-bind", str(path), str(path)]
     args += ["--ro-bind", str(grading_package_dir()), str(SANDBOX_LIB_DIR / "grading")]
+    for path in rw_paths:
+        args += ["--bind", str(path), str(path)]
     args += ["--bind", str(work), str(work), "--chdir", str(work)]
     args += ["--remount-ro", "/"]  # the sandbox's own root tmpfs; /tmp and workdir stay writable
     args += ["--clearenv"]
@@ -408,7 +413,9 @@ def kernelspec_dict(
         # bwrap --new-session puts the kernel in its own session, so a SIGINT
         # sent to the launcher's process group would never reach it.
         "interrupt_mode": "message",
-        "metadata": {"debugger": False},
+        # The kernel has no network: its client reaches it over ipc sockets in a
+        # directory the provisioner makes for it.
+        "metadata": {"debugger": False, "kernel_provisioner": {"provisioner_name": KERNEL_PROVISIONER}},
     }
 
 
@@ -421,16 +428,116 @@ def write_sealed_kernelspec(
 ) -> Path:
     """Write the ``python3-sealed`` kernelspec under ``dest_dir/kernels/``.
 
-    Put ``dest_dir`` on ``JUPYTER_PATH`` to make the kernel available.  Without
-    ``workdir`` the kernel's writable directory is the directory it is started
-    in (nbclient starts it in the notebook's directory).  Returns the kernel
-    directory.
+    Put ``dest_dir`` on ``JUPYTER_PATH`` to make the kernel available (to a
+    Python environment where this package is installed: the kernelspec names
+    its kernel provisioner).  Without ``workdir`` the kernel's writable
+    directory is the directory it is started in (nbclient starts it in the
+    notebook's directory).  Returns the kernel directory.
     """
     kernel_dir = Path(dest_dir) / "kernels" / SEALED_KERNEL_NAME
     kernel_dir.mkdir(parents=True, exist_ok=True)
     spec = kernelspec_dict(python=python, memory_bytes=memory_bytes, workdir=workdir)
     (kernel_dir / "kernel.json").write_text(json.dumps(spec, indent=2) + "\n")
     return kernel_dir
+
+
+class KernelLaunchError(Exception):
+    """The sealed kernel cannot be started safely with this connection file."""
+
+
+@dataclass(frozen=True)
+class KernelSockets:
+    """Layout of one sealed kernel's socket directory ``top`` (made by :mod:`grading.kernel_provisioner`).
+
+    ``top``, ``grader/`` and ``kernel/`` are the grader's, mode 0700 (``kernel/``
+    is handed to the sandbox uid when the grader is root).  The kernel binds
+    its sockets ``kernel/kernel-N``; ``kernel/`` is the only one bound into the
+    sandbox, with the kernel's connection file ``kernel.json`` (read-only).
+    The grader connects through hard links to those sockets in ``grader/``,
+    which the kernel can neither see nor change.
+    """
+
+    top: Path
+
+    @property
+    def kernel(self) -> Path:
+        return self.top / "kernel"
+
+    @property
+    def grader(self) -> Path:
+        return self.top / "grader"
+
+    @property
+    def connection_file(self) -> Path:
+        """The kernel's connection file: the grader's, with ``ip`` naming ``kernel/``."""
+        return self.top / "kernel.json"
+
+    @property
+    def grader_prefix(self) -> str:
+        """``ip`` of the grader's connection file (ZeroMQ appends ``-N``)."""
+        return str(self.grader / KERNEL_SOCKET_PREFIX)
+
+    @property
+    def kernel_prefix(self) -> str:
+        """``ip`` of the kernel's connection file."""
+        return str(self.kernel / KERNEL_SOCKET_PREFIX)
+
+    @classmethod
+    def of_prefix(cls, prefix: str) -> KernelSockets:
+        """The layout whose :attr:`grader_prefix` is ``prefix``; :class:`KernelLaunchError` if none is."""
+        path = Path(prefix)
+        sockets = cls(path.parent.parent)
+        if not path.is_absolute() or prefix != sockets.grader_prefix:
+            raise KernelLaunchError(f"the ipc socket prefix {prefix!r} is not <directory>/grader/"
+                                    f"{KERNEL_SOCKET_PREFIX} with an absolute directory")
+        return sockets
+
+
+def _check_private_dir(directory: Path) -> None:
+    """Raise :class:`KernelLaunchError` unless ``directory`` is a real directory of this uid with mode 0700."""
+    try:
+        status = os.lstat(directory)
+    except OSError as exc:
+        raise KernelLaunchError(f"the kernel's socket directory {directory} is unusable: {exc}") from exc
+    if not stat.S_ISDIR(status.st_mode) or status.st_uid != os.geteuid() or status.st_mode & 0o077:
+        raise KernelLaunchError(f"{directory} must be a directory of this user with mode 0700")
+
+
+def kernel_sockets(connection_file: Path) -> tuple[KernelSockets, dict[str, object]]:
+    """The socket directory named by the grader's ``ipc`` connection file, and the file's contents.
+
+    The kernel has no network, so the connection file must use the ``ipc``
+    transport with the layout of :class:`KernelSockets`, every directory
+    private (mode 0700, this uid's) and ``kernel/`` holding nothing but
+    sockets: a directory :mod:`grading.kernel_provisioner` made for this
+    kernel, never a shared one such as the course root.  Raises
+    :class:`KernelLaunchError` otherwise.
+    """
+    try:
+        info = json.loads(connection_file.read_text())
+    except (OSError, ValueError) as exc:
+        raise KernelLaunchError(f"cannot read the connection file {connection_file}: {exc}") from exc
+    if not isinstance(info, dict) or info.get("transport") != "ipc" or not isinstance(info.get("ip"), str):
+        raise KernelLaunchError(
+            f"the sealed kernel has no network and needs the ipc transport, but {connection_file} does not "
+            f"use it: start it through its kernelspec, whose kernel provisioner ({KERNEL_PROVISIONER}, "
+            "installed with the grading package) sets the transport"
+        )
+    sockets = KernelSockets.of_prefix(info["ip"])
+    for directory in (sockets.top, sockets.grader, sockets.kernel):
+        _check_private_dir(directory)
+    if any(not stat.S_ISSOCK(os.lstat(entry).st_mode) for entry in sockets.kernel.iterdir()):
+        raise KernelLaunchError(f"the kernel's socket directory {sockets.kernel} must hold nothing but sockets")
+    return sockets, info
+
+
+def write_kernel_connection_file(sockets: KernelSockets, info: Mapping[str, object]) -> Path:
+    """Write the kernel's connection file (``info`` with ``ip`` naming ``kernel/``), mode 0600."""
+    path = sockets.connection_file
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump({**info, "ip": sockets.kernel_prefix}, out)
+    return path
 
 
 def kernel_command(
@@ -442,18 +549,25 @@ def kernel_command(
     nproc: int = DEFAULT_NPROC,
     python: str = sys.executable,
 ) -> list[str]:
-    """Full command running ipykernel in the sandbox (connection file read-only).
+    """Full command running ipykernel in the sandbox.
 
-    The kernel keeps the grader's network (``network=True``): nbclient reaches
-    it over ZeroMQ on TCP loopback.  When the grader is root the connection
-    file is handed to the kernel's unprivileged uid so that it can read it.
+    The kernel has no network.  It gets its own connection file (read-only)
+    naming the ``kernel/`` socket directory of the grader's ipc connection
+    file (:func:`kernel_sockets`), which is bound writable.  When the grader is
+    root both are handed to the kernel's unprivileged uid (the directory stays
+    0700).
     """
+    sockets, info = kernel_sockets(connection_file)
+    kernel_file = write_kernel_connection_file(sockets, info)
     uid = sandbox_uid()
     if uid is not None:
-        hand_over(connection_file, uid)
-    prefix = sandbox_prefix(workdir, extra_ro=[connection_file], network=True, memory_bytes=memory_bytes,
-                            nproc=nproc, uid=uid)
-    return [*prefix, python, "-m", "ipykernel_launcher", "-f", str(connection_file), *kernel_args]
+        for path in (kernel_file, sockets.kernel):
+            os.chown(path, uid, uid)
+    prefix = sandbox_prefix(
+        workdir, extra_ro=[kernel_file], extra_rw=[sockets.kernel], memory_bytes=memory_bytes, nproc=nproc,
+        uid=uid,
+    )
+    return [*prefix, python, "-m", "ipykernel_launcher", "-f", str(kernel_file), *kernel_args]
 
 
 #: Options the kernel's launcher takes from the end of its command line (where nbclient appends
@@ -499,10 +613,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("grading.sandbox: bubblewrap is not usable here; refusing to run unsandboxed", file=sys.stderr)
         return 1
     workdir = (args.workdir or Path.cwd()).resolve()
-    command = kernel_command(
-        args.connection_file.resolve(), workdir, args.kernel_args, memory_bytes=args.memory_bytes,
-        nproc=args.nproc,
-    )
+    try:
+        command = kernel_command(
+            args.connection_file.resolve(), workdir, args.kernel_args, memory_bytes=args.memory_bytes,
+            nproc=args.nproc,
+        )
+    except KernelLaunchError as exc:
+        print(f"grading.sandbox: {exc}", file=sys.stderr)
+        return 1
     # The kernel's own stdout (ipykernel's banner, os.write(1, ...) from student
     # code) would land in the grader's terminal; cell output goes over ZeroMQ.
     devnull = os.open(os.devnull, os.O_WRONLY)

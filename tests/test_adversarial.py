@@ -67,10 +67,12 @@ CONTROL = "reference"
 
 @dataclass
 class Listener:
-    """A TCP server on the grading machine that records what connects to it."""
+    """A TCP and a UDP server on the grading machine's loopback that record what reaches them."""
 
     port: int
-    received: list[bytes]
+    udp_port: int
+    received: list[bytes]      # over TCP
+    datagrams: list[bytes]     # over UDP
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +81,10 @@ def listener() -> Iterator[Listener]:
     server.bind(("127.0.0.1", 0))
     server.listen()
     server.settimeout(0.5)
-    record = Listener(server.getsockname()[1], [])
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    udp.settimeout(0.5)
+    record = Listener(server.getsockname()[1], udp.getsockname()[1], [], [])
     stop = threading.Event()
 
     def serve() -> None:
@@ -95,17 +100,28 @@ def listener() -> Iterator[Listener]:
                 except OSError:
                     record.received.append(b"<connected>")
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
+    def receive() -> None:
+        while not stop.is_set():
+            try:
+                record.datagrams.append(udp.recv(100))
+            except OSError:
+                continue
+
+    threads = [threading.Thread(target=target, daemon=True) for target in (serve, receive)]
+    for thread in threads:
+        thread.start()
     yield record
     stop.set()
-    thread.join()
+    for thread in threads:
+        thread.join()
     server.close()
+    udp.close()
 
 
 @pytest.fixture(scope="module")
 def attacks(listener: Listener) -> dict[str, adv.Attack]:
-    everything = {a.name: a for a in (*adv.ATTACKS, adv.many_cells_flood, adv.network_probe(listener.port))}
+    probe = adv.network_probe(listener.port, listener.udp_port)
+    everything = {a.name: a for a in (*adv.ATTACKS, adv.many_cells_flood, probe)}
     batched = [name for names in BATCHES.values() for name in names]
     assert sorted(batched) == sorted(everything), "every attack is graded in exactly one batch"
     return everything
@@ -165,7 +181,7 @@ def outputs_text(cell: nbformat.NotebookNode) -> str:
 # ------------------------------------------------------------------------------- one per row
 
 
-ALL_ATTACKS = {a.name: a for a in (*adv.ATTACKS, adv.many_cells_flood, adv.network_probe(0))}
+ALL_ATTACKS = {a.name: a for a in (*adv.ATTACKS, adv.many_cells_flood, adv.network_probe(0, 0))}
 
 
 @pytest.mark.parametrize("name", sorted(set(ALL_ATTACKS) - {"file_flood"}))
@@ -346,20 +362,27 @@ def test_hidden_tests_stay_out_of_feedback(runs: Mapping[str, GradeRun]) -> None
 
 
 def test_sealed_worker_cannot_reach_the_grading_machine(listener: Listener, runs: Mapping[str, GradeRun]) -> None:
-    """Did the sealed worker's probe run, and did no connection from it reach a server on the
+    """Did the sealed worker's probe run, and did nothing from it reach a TCP or UDP server on the
     grading machine's loopback interface (the worker has a network namespace of its own)?"""
     assert b"worker" not in listener.received, listener.received
+    assert b"worker" not in listener.datagrams, listener.datagrams
     # The probe deletes a graded function in the worker unless it ran and was refused there.
     run = runs[batch_of("network_probe")]
     assert run.scores.get("network_probe") == expected_scores(), "the worker's network probe did not run or got through"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the kernel shares the grading machine's network, because nbclient talks to it over ZeroMQ on "
-    "TCP loopback; a fix gives the kernel its own network namespace with ZeroMQ over ipc:// sockets "
-    "in a bound directory (jupyter_client KernelManager.transport = 'ipc'); until then, grade on a "
-    "machine with nothing to reach or block new outgoing connections of the sandbox uids"))
 def test_kernel_cannot_reach_the_grading_machine(listener: Listener, runs: Mapping[str, GradeRun]) -> None:
-    """Does no connection from the student's kernel reach a server on the grading machine's
-    loopback interface?"""
+    """Did the probe run in the student's kernel (its report is in the graded notebook), see no network
+    interface but loopback and reach neither the TCP nor the UDP server on the grading machine's
+    loopback, while the visible checks still ran in that kernel and every test cell scored?"""
+    run = runs[batch_of("network_probe")]
+    nb = nbformat.read(graded_notebook(run, "network_probe"), as_version=4)
+    text = "".join(outputs_text(c) for c in nb.cells if c.cell_type == "code")
+    report = re.search(rf"{adv.NETWORK_REPORT} kernel: tcp (\w+), udp (\w+), interfaces (\[.*?\])", text)
+    assert report, f"the network probe left no report from the kernel in the graded notebook:\n{text[:2000]}"
+    assert report.group(1) != "connected" and report.group(3) == "['lo']", report.group(0)
     assert b"kernel" not in listener.received, listener.received
+    assert b"kernel" not in listener.datagrams, listener.datagrams
+    visible = [grade_id(c) for c in nb.cells if grade_id(c) and "Visible checks passed" in outputs_text(c)]
+    assert len(visible) >= 5, f"visible checks that ran in the kernel: {visible}"
+    assert run.scores.get("network_probe") == expected_scores(), run.stdout[-3000:]

@@ -3,6 +3,7 @@ notebooks, the course configuration check, and the sealed worker's network and p
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -17,6 +18,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
 from grading import grade, sandbox
+from grading.kernel_provisioner import make_kernel_sockets
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -230,15 +232,53 @@ def test_sandbox_has_no_network_by_default(tmp_path: Path, listener: socket.sock
     assert result.stdout.startswith("refused"), result.stdout
 
 
-@needs_bwrap
-def test_kernel_sandbox_keeps_the_network(tmp_path: Path, listener: socket.socket) -> None:
-    """The kernel needs TCP loopback for ZeroMQ (a documented limit of the sandbox)."""
-    result = run_in_sandbox(tmp_path, CONNECT.format(port=listener.getsockname()[1]), network=True)
-    assert result.stdout.strip() == "connected", result.stderr
+def ipc_connection_file(tmp_path: Path, **changes: object) -> tuple[Path, sandbox.KernelSockets]:
+    """A connection file as the sealed kernel's provisioner writes it (ipc, in a fresh socket directory)."""
+    sockets = make_kernel_sockets(tmp_path)
     connection = tmp_path / "kernel.json"
-    connection.write_text("{}")
-    command = sandbox.kernel_command(connection, tmp_path, [])
-    assert "--unshare-net" not in command and ("--share-net" in command or "--unshare-all" not in command)
+    connection.write_text(json.dumps({"transport": "ipc", "ip": sockets.grader_prefix, "key": "k", **changes}))
+    return connection, sockets
+
+
+@needs_bwrap
+def test_kernel_sandbox_has_no_network(tmp_path: Path) -> None:
+    """The kernel's sandbox has a network namespace of its own; of its socket directory only kernel/
+    is bound (writable), with the kernel's own connection file naming it (read-only)."""
+    connection, sockets = ipc_connection_file(tmp_path)
+    work = tmp_path / "work"
+    work.mkdir()
+    command = sandbox.kernel_command(connection, work, [])
+    assert "--share-net" not in command and ("--unshare-net" in command or "--unshare-all" in command)
+    binds = {(command[i], command[i + 1], command[i + 2]) for i, arg in enumerate(command) if "bind" in arg}
+    assert ("--bind", str(sockets.kernel), str(sockets.kernel)) in binds
+    ro = str(sockets.connection_file)
+    assert ("--ro-bind", ro, ro) in binds and command[command.index("-f") + 1] == ro
+    assert not any(str(sockets.grader) in arg or str(connection) == arg for arg in command)
+    kernel_info = json.loads(sockets.connection_file.read_text())
+    assert kernel_info == {"transport": "ipc", "ip": sockets.kernel_prefix, "key": "k"}
+    if os.geteuid() == 0:
+        info = sockets.kernel.stat()
+        assert info.st_uid >= sandbox.SANDBOX_UID_BASE and info.st_mode & 0o777 == 0o700
+
+
+@pytest.mark.parametrize("problem", ["tcp", "relative", "not the layout", "shared", "holds files"])
+def test_kernel_launcher_refuses_an_unsafe_connection_file(tmp_path: Path, problem: str) -> None:
+    """The launcher starts the kernel only over ipc in a private socket directory whose kernel/ holds
+    nothing but sockets (a TCP kernel could not be reached; a shared directory such as the course
+    root would expose its files to the kernel)."""
+    connection, sockets = ipc_connection_file(tmp_path)
+    if problem == "tcp":
+        connection.write_text(json.dumps({"transport": "tcp", "ip": "127.0.0.1"}))
+    elif problem == "relative":
+        connection.write_text(json.dumps({"transport": "ipc", "ip": "grader/kernel"}))
+    elif problem == "not the layout":
+        connection.write_text(json.dumps({"transport": "ipc", "ip": str(sockets.kernel / "kernel")}))
+    elif problem == "shared":
+        sockets.kernel.chmod(0o755)
+    else:
+        (sockets.kernel / "notes.txt").write_text("not a socket")
+    with pytest.raises(sandbox.KernelLaunchError):
+        sandbox.kernel_command(connection, tmp_path, [])
 
 
 @needs_bwrap

@@ -7,11 +7,16 @@ The end-to-end tests build a tiny dummy course in ``tmp_path`` with the real
 from __future__ import annotations
 
 import copy
+import importlib.metadata
 import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import nbformat
@@ -20,6 +25,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_outp
 
 import grading.preprocessors as preprocessors
 from grading import grade, sandbox
+from grading.kernel_provisioner import SealedProvisioner
 from grading.preprocessors import (
     FULL_TEST_SOURCES,
     LimitOutputChars,
@@ -121,6 +127,93 @@ def test_sealed_kernelspec(tmp_path: Path) -> None:
     assert spec["argv"][-1] == "{connection_file}"
     assert spec["argv"][1].endswith("sandbox.py") and "123" in spec["argv"]
     assert spec["interrupt_mode"] == "message"
+    provisioner = spec["metadata"]["kernel_provisioner"]["provisioner_name"]
+    (entry_point,) = importlib.metadata.entry_points(group="jupyter_client.kernel_provisioners", name=provisioner)
+    assert entry_point.load() is SealedProvisioner
+
+
+SOCKET_PROBE = """\
+import os, socket
+from ipykernel.kernelapp import IPKernelApp
+app = IPKernelApp.instance()
+sockets = os.path.dirname(app.ip)
+info = os.stat(sockets)
+print(app.transport, sockets, oct(info.st_mode & 0o777), info.st_uid, os.getuid(),
+      os.path.exists(os.path.join(os.path.dirname(sockets), "grader")),
+      sorted(name for _, name in socket.if_nameindex()))
+"""
+
+
+@pytest.fixture
+def sealed_kernel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The sealed kernelspec installed for this test, socket directories under ``tmp_path/tmp``;
+    returns the kernel's work directory."""
+    sandbox.write_sealed_kernelspec(tmp_path / "jupyter")
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    short = Path(tempfile.mkdtemp(prefix="sealed-test-", dir="/tmp"))  # tmp_path can be too long for sockets
+    (tmp_path / "tmp").symlink_to(short)
+    monkeypatch.setattr(tempfile, "tempdir", str(short))  # where the provisioner makes them
+    work = tmp_path / "work"
+    work.mkdir()
+    yield work
+    shutil.rmtree(short)
+
+
+def run_sealed(work: Path, *sources: str, timeout: int = 30) -> nbformat.NotebookNode:
+    nb = new_notebook(cells=[new_code_cell(source) for source in sources])
+    nb, _ = SafeExecute(timeout=timeout, kernel_name=sandbox.SEALED_KERNEL_NAME).preprocess(
+        nb, {"metadata": {"path": str(work)}})
+    return nb
+
+
+@pytest.mark.slow
+@needs_bwrap
+def test_sealed_kernel_talks_over_a_private_socket_directory(sealed_kernel: Path) -> None:
+    """The sealed kernel has loopback only and is reached over ipc sockets in a directory of its own:
+    mode 0700, owned by the kernel's uid (not root), fresh for every kernel and removed afterwards;
+    the grader's side of it is not visible in the sandbox."""
+    reports = []
+    for _ in range(2):
+        nb = run_sealed(sealed_kernel, SOCKET_PROBE, "print(6 * 7)")
+        assert nb.cells[1].outputs[0].text == "42\n"
+        reports.append(nb.cells[0].outputs[0].text.split(maxsplit=6))
+    for transport, directory, mode, owner, uid, sees_grader, interfaces in reports:
+        assert (transport, mode, sees_grader, interfaces.strip()) == ("ipc", "0o700", "False", "['lo']"), reports
+        assert owner == uid and (os.geteuid() != 0 or uid != "0"), reports
+        top = Path(directory).parent
+        assert top.parent == (sealed_kernel.parent / "tmp").resolve() and not top.exists(), reports
+    assert reports[0][1] != reports[1][1], "each kernel gets a socket directory of its own"
+
+
+REDIRECT = """\
+import os, time
+from ipykernel.kernelapp import IPKernelApp
+app = IPKernelApp.instance()
+path = app.ip + "-" + str(app.stdin_port)
+os.unlink(path)
+os.symlink({target!r}, path)
+app.stdin_socket.close(linger=0)  # the grader's stdin channel reconnects
+time.sleep(2)
+print("stdin socket replaced by a link to", os.readlink(path))
+"""
+
+
+@pytest.mark.slow
+@needs_bwrap
+def test_kernel_cannot_redirect_the_graders_connections(sealed_kernel: Path) -> None:
+    """Student code that replaces one of its sockets by a link to a unix socket of the grading machine
+    and drops the connection does not make the grader connect there (it connects through its own
+    links), and the kernel goes on running cells."""
+    target = sealed_kernel.parent / "host.sock"
+    with socket.socket(socket.AF_UNIX) as host:
+        host.bind(str(target))
+        host.listen()
+        host.setblocking(False)
+        nb = run_sealed(sealed_kernel, REDIRECT.format(target=str(target)), "print(6 * 7)")
+        assert nb.cells[0].outputs[0].text == f"stdin socket replaced by a link to {target}\n", nb.cells[0].outputs
+        assert nb.cells[1].outputs[0].text == "42\n"
+        with pytest.raises(BlockingIOError):
+            host.accept()
 
 
 # --------------------------------------------------------------------------- output capping
