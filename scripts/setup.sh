@@ -37,3 +37,28 @@ if ! command -v bwrap >/dev/null 2>&1; then
     exit 1
   fi
 fi
+
+# JupyterHub deployment (deploy/jupyterhub/) and its browser test: the Hub's proxy from npm, into the
+# venv (never global), and Debian's Chromium for Playwright (browsers cannot be downloaded).
+proxy_version=5.3.0
+if [ "$(.venv/bin/configurable-http-proxy --version 2>/dev/null)" != "$proxy_version" ]; then
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "setup: npm is required for JupyterHub's configurable-http-proxy (e.g. 'sudo apt-get install npm')" >&2
+    exit 1
+  fi
+  echo "setup: installing configurable-http-proxy $proxy_version into .venv"
+  npm install --silent --prefix .venv --no-save --no-audit --no-fund --no-package-lock \
+    "configurable-http-proxy@$proxy_version" 2>&1 | grep -v EBADENGINE || true
+  ln -sf ../node_modules/.bin/configurable-http-proxy .venv/bin/configurable-http-proxy
+  .venv/bin/configurable-http-proxy --version >/dev/null
+fi
+
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing chromium (the JupyterHub browser test)"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "setup: chromium is missing: the JupyterHub test (pytest -m hub) needs /usr/bin/chromium" >&2
+  fi
+fi

@@ -23,7 +23,7 @@ repository, with its ``.venv/bin`` first on ``PATH``::
 
 The values below come from the environment, with the defaults of a typical server; see the README,
 "Deploying on JupyterHub".  The test ``tests/test_jupyterhub.py`` loads this file unchanged and
-replaces only what a single test machine cannot have (see ``tests/hub_test_config.py``).
+replaces only what a single test machine cannot have (``overlay_config`` in that module).
 """
 
 import os
