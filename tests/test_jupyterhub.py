@@ -21,7 +21,6 @@ a temporary folder.  Screenshots of every step go to ``build/hub-screenshots/``.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -289,11 +288,13 @@ def sessions(browser, hub: Hub, screenshots: Path) -> Iterator[dict[str, Session
 
 
 @pytest.fixture(autouse=True)
-def screenshot_on_failure(request: pytest.FixtureRequest, sessions: dict[str, Session]):
-    """Save every open page of every user when a step fails (build/hub-screenshots/failed-*)."""
+def screenshot_on_failure(request: pytest.FixtureRequest, hub: Hub, sessions: dict[str, Session]):
+    """Save every open page of every user when a step fails (build/hub-screenshots/failed-*), and
+    show the end of the Hub's log (it holds the servers' and formgrader's logs too)."""
     failed_before = request.session.testsfailed
     yield
     if request.session.testsfailed > failed_before:
+        print(f"--- the end of {hub.log}:\n{hub.log_tail()}")
         for user, session in sessions.items():
             for n, page in enumerate(session.context.pages):
                 try:
