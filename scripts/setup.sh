@@ -27,13 +27,35 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
-if ! command -v bwrap >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "setup: installing bubblewrap (the grading sandbox)"
-    apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null
-  else
-    echo "setup: bubblewrap is required for sealed grading: install it (e.g. 'sudo apt-get install bubblewrap')" >&2
+# apt_install PACKAGE WHY: install a Debian package when running as root with apt-get, else fail.
+apt_updated=
+apt_install() {
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then return 1; fi
+  echo "setup: installing $1 ($2)"
+  if [ -z "$apt_updated" ]; then apt-get update -qq >/dev/null; apt_updated=1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1" >/dev/null
+}
+
+if ! command -v bwrap >/dev/null 2>&1 && ! apt_install bubblewrap "the grading sandbox"; then
+  echo "setup: bubblewrap is required for sealed grading: install it (e.g. 'sudo apt-get install bubblewrap')" >&2
+  exit 1
+fi
+
+# JupyterHub deployment (deploy/jupyterhub/) and its browser test: the Hub's proxy from npm, into the
+# venv (never global), and Debian's Chromium for Playwright (browsers cannot be downloaded).
+proxy_version=5.3.0
+if [ "$(.venv/bin/configurable-http-proxy --version 2>/dev/null)" != "$proxy_version" ]; then
+  if ! command -v npm >/dev/null 2>&1 && ! apt_install npm "JupyterHub's proxy"; then
+    echo "setup: npm is required for JupyterHub's configurable-http-proxy (e.g. 'sudo apt-get install npm')" >&2
     exit 1
   fi
+  echo "setup: installing configurable-http-proxy $proxy_version into .venv"
+  npm install --silent --prefix .venv --no-save --no-audit --no-fund --no-package-lock \
+    "configurable-http-proxy@$proxy_version" 2>&1 | grep -v EBADENGINE || true
+  ln -sf ../node_modules/.bin/configurable-http-proxy .venv/bin/configurable-http-proxy
+  .venv/bin/configurable-http-proxy --version >/dev/null
+fi
+
+if [ ! -x /usr/bin/chromium ] && ! apt_install chromium "the JupyterHub browser test"; then
+  echo "setup: chromium is missing: the JupyterHub test (pytest -m hub) needs /usr/bin/chromium" >&2
 fi
