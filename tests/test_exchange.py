@@ -28,7 +28,6 @@ from the modes asserted, not from an observed ``EACCES``.
 
 from __future__ import annotations
 
-import os
 import re
 import stat
 import subprocess
@@ -121,6 +120,7 @@ class Flow:
     students: dict[str, Person]
     expected: dict[str, Student]
     views: dict[str, subprocess.CompletedProcess[str]]
+    fetched: dict[str, bytes]  # each working copy right after `tito module view`
     submits: dict[str, subprocess.CompletedProcess[str]]
     alice_first: str
     alice_second: str
@@ -152,6 +152,7 @@ def flow(tmp_path_factory: pytest.TempPathFactory) -> Flow:
     expected = {"alice": REFERENCE, "bob": TYPICAL_BUGS, "carol": PARTIAL}
     students = {name: make_person(root, name, exchange, student_id=name) for name in expected}
     views = {name: ok(s.tito("module", "view", "12", "--no-lab")) for name, s in students.items()}
+    fetched = {name: (s.workspace / WORKING_COPY).read_bytes() for name, s in students.items()}
 
     alice, bob, carol = students["alice"], students["bob"], students["carol"]
     submits = {}
@@ -180,7 +181,7 @@ def flow(tmp_path_factory: pytest.TempPathFactory) -> Flow:
     scores, _ = read_scores(course / "gradebook.db")
     for who, command, seconds in STEP_SECONDS:
         print(f"{seconds:7.1f} s  {who:<10} {command}")
-    return Flow(instructor, course, students, expected, views, submits, alice_first, alice_second, due,
+    return Flow(instructor, course, students, expected, views, fetched, submits, alice_first, alice_second, due,
                 scores, graded.stdout)
 
 
@@ -198,10 +199,9 @@ STUDENTS = ["alice", "bob", "carol"]
 def test_view_fetches_the_released_notebook(flow: Flow, name: str):
     """Did `tito module view` fetch the released notebook from the exchange into the workspace?"""
     assert "fetched from the exchange" in flow.views[name].stdout, flow.views[name].stdout
-    released = flow.course / "release" / ASSIGNMENT / f"{NOTEBOOK}.ipynb"
-    fetched = nbformat.read(str(RELEASE_NB), as_version=4)
-    assert nbformat.read(str(released), as_version=4) == fetched, "the course copy released a different notebook"
-    assert (flow.students[name].workspace / ASSIGNMENT / f"{NOTEBOOK}.ipynb").is_file()
+    outbound = flow.instructor.exchange / COURSE_ID / "outbound" / ASSIGNMENT / f"{NOTEBOOK}.ipynb"
+    assert flow.fetched[name] == outbound.read_bytes(), f"{name}'s working copy is not the released notebook"
+    assert nbformat.reads(flow.fetched[name].decode(), as_version=4) == nbformat.read(str(RELEASE_NB), as_version=4)
 
 
 def test_tito_submit_says_what_and_when(flow: Flow):

@@ -15,7 +15,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-import nbformat
 import pytest
 
 import submissions
@@ -293,7 +292,6 @@ def test_correct_working_copy_exports_its_own_code(workspace):
     answers = {"sharing": submissions.reference_answers()["sharing"] + SIGNATURE}
     copy = write_working_copy(workspace, Submission("correct", answers=answers,
                                                     extra_cells=[("embedding_class", SENTINEL_CELL)]))
-    # A locked test cell edited to pass trivially is run as released, so it cannot hide a failure.
     proc = tito(workspace, "module", "complete", "12")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count("visible checks pass") == 8 and "27/27 visible checks pass" in proc.stdout
