@@ -72,6 +72,9 @@ MAX_RESULT_BYTES = 200 * 1024**2  # autograded notebooks and feedback pages copi
 MAX_LOG_BYTES = 20 * 1024**2  # of each log copied out (the rest is cut)
 DEFAULT_TIMEOUT = 1800.0
 REQUIRED_PREPROCESSORS = ("grading.preprocessors.TolerantExecute", "grading.preprocessors.SealedVerdict")
+# What `nbgrader submit` writes next to the notebooks; `nbgrader release_feedback` reads both from
+# feedback/<student>/<assignment>/ (the secret names the released page), so they are kept with the results.
+EXCHANGE_FILES = ("timestamp.txt", "submission_secret.txt")
 
 
 @dataclass(frozen=True)
@@ -552,12 +555,12 @@ def grade_one(
 
 
 def prune_autograded(folder: Path, notebooks: Sequence[str]) -> None:
-    """Delete everything but the notebooks from a student's autograded folder.
+    """Delete everything but the notebooks (and nbgrader's EXCHANGE_FILES) from a student's autograded folder.
 
     Nothing else is copied out, and ``generate_feedback`` would copy every file the student's
     code left there (20,000 files take it minutes) into the feedback folder.
     """
-    keep = {f"{name}.ipynb" for name in notebooks}
+    keep = {f"{name}.ipynb" for name in notebooks} | set(EXCHANGE_FILES)
     for path in list(folder.iterdir()):
         if path.name in keep and path.is_file() and not path.is_symlink():
             continue
@@ -596,7 +599,7 @@ def copy_bounded(src: Path, dest: Path, budget: int) -> int:
 
 
 def copy_student_results(scratch: Path, out: Path, assignment: str, student: str, notebooks: Sequence[str]) -> None:
-    """Copy one student's autograded notebooks and feedback pages to ``out`` (nothing else).
+    """Copy one student's autograded notebooks and feedback pages to ``out`` (and nbgrader's EXCHANGE_FILES).
 
     What the student's code left next to its notebook (data files, thousands of files, gigabytes)
     stays in the scratch course.  The previous results of the student are replaced.  Raises
@@ -613,8 +616,8 @@ def copy_student_results(scratch: Path, out: Path, assignment: str, student: str
         elif dest.exists():
             shutil.rmtree(dest)
         dest.mkdir(parents=True)
-        for name in notebooks:
-            path = src / f"{name}{suffix}"
+        for file_name in [*(f"{name}{suffix}" for name in notebooks), *EXCHANGE_FILES]:
+            path = src / file_name
             if path.exists() or path.is_symlink():
                 budget -= copy_bounded(path, dest / path.name, budget)
 

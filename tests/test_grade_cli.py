@@ -97,11 +97,13 @@ def test_only_the_notebooks_stay_in_a_graded_folder(tmp_path: Path) -> None:
     """What the student's code left there would be copied into feedback/ by generate_feedback."""
     folder = tmp_path / "autograded" / "alice" / "a1"
     (folder / "junk" / "deeper").mkdir(parents=True)
-    for name in ("nb.ipynb", "other.ipynb", "data.csv", "junk/1", "junk/deeper/2"):
+    for name in ("nb.ipynb", "other.ipynb", "data.csv", "junk/1", "junk/deeper/2", "timestamp.txt",
+                 "submission_secret.txt"):
         (folder / name).write_text(name)
     (folder / "link.ipynb").symlink_to(folder / "nb.ipynb")
     grade.prune_autograded(folder, ["nb"])
-    assert sorted(p.name for p in folder.iterdir()) == ["nb.ipynb"]
+    # nbgrader's own submission files stay: release_feedback needs them next to the feedback page.
+    assert sorted(p.name for p in folder.iterdir()) == ["nb.ipynb", "submission_secret.txt", "timestamp.txt"]
 
 
 def test_logs_are_cut(tmp_path: Path) -> None:
