@@ -150,6 +150,7 @@ def test_access_patterns_have_their_defining_property(ref):
     assert counts.min() > 380 and counts.max() < 620, "random ids should be uniform"
     assert np.all(np.diff(srt) >= 0) and not np.all(np.diff(rand) >= 0)
     assert not make("repeated", 10, 5).any()
+    assert np.array_equal(srt, np.sort(rand)), "sorted ids are the random ids of the same seed, sorted (Part 7 relies on it)"
     with pytest.raises(ValueError):
         make("strided", 10, 5)
 
