@@ -150,6 +150,7 @@ def test_access_patterns_have_their_defining_property(ref):
     assert counts.min() > 380 and counts.max() < 620, "random ids should be uniform"
     assert np.all(np.diff(srt) >= 0) and not np.all(np.diff(rand) >= 0)
     assert not make("repeated", 10, 5).any()
+    assert np.array_equal(srt, np.sort(rand)), "sorted ids are the random ids of the same seed, sorted (Part 7 relies on it)"
     with pytest.raises(ValueError):
         make("strided", 10, 5)
 
@@ -171,3 +172,47 @@ def test_forward_rejects_bad_ids(ref, bad, error):
         emb(bad)
     if error is IndexError:
         assert str(bad[0]) in str(caught.value)
+
+
+SPEED_LIMITS = [  # (hidden speed test, the visible check cell, its constant, the Part's text cell)
+    ("test_embedding_forward_vectorised", "speed_check_embedding", "FORWARD_LIMIT", "part1-intro"),
+    ("test_embedding_backward_vectorised", "speed_check_embedding", "BACKWARD_LIMIT", "part1-intro"),
+    ("test_sinusoidal_vectorised", "speed_check_sinusoid", "SINUSOID_LIMIT", "part2-intro"),
+]
+
+
+@pytest.mark.parametrize("test_cell, check_cell, constant, text_cell", SPEED_LIMITS, ids=[s[2] for s in SPEED_LIMITS])
+def test_visible_speed_checks_use_the_hidden_tests_limits(test_cell, check_cell, constant, text_cell):
+    """Does each visible speed check, and the text, state the same limit as its hidden speed test?"""
+    import re
+
+    cells = read(SOURCE_NB).cells
+    by_grade_id = {grade_id(c): c.source for c in cells}
+    hidden = re.findall(r"assert ratio < ([0-9.]+)", by_grade_id[test_cell])
+    assert len(hidden) == 1, f"{test_cell}: expected one 'assert ratio < LIMIT', found {hidden}"
+    visible = re.findall(rf"^{constant} = ([0-9.]+)", by_grade_id[check_cell], flags=re.M)
+    assert visible == hidden, f"{check_cell}: {constant} is {visible}, the hidden test {test_cell} allows {hidden}"
+    text = next(c.source for c in cells if c.id == text_cell)
+    assert f"{hidden[0]}x" in text, f"{text_cell} does not state the limit {hidden[0]}x of {test_cell}"
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float16])
+def test_forward_returns_float32_whatever_the_table_dtype(ref, dtype):
+    """Does forward keep its float32 contract after a caller replaces the table with another dtype?"""
+    emb = ref["Embedding"](20, 3, seed=0)
+    table = np.random.default_rng(4).standard_normal((20, 3)).astype(dtype)
+    emb.weight = table
+    got = emb(np.array([[19, 0, 7]]))
+    assert got.dtype == np.float32, f"expected float32 rows from a {np.dtype(dtype).name} table, got {got.dtype}"
+    np.testing.assert_allclose(got[0], table[[19, 0, 7]].astype(np.float32))
+
+
+def test_sinusoid_keeps_angles_accurate_at_large_positions(ref):
+    """Are the angles computed in float64: is the table within 1e-6 of math.sin/cos near position 20,000?"""
+    length, dim = 20_001, 6
+    got = ref["create_sinusoidal_embeddings"](length, dim)
+    for p in range(length - 50, length):
+        for j in range(dim):
+            angle = p / 10000.0 ** ((j - j % 2) / dim)
+            want = math.sin(angle) if j % 2 == 0 else math.cos(angle)
+            assert abs(float(got[p, j]) - want) < 1e-6, (p, j, float(got[p, j]), want)
