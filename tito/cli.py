@@ -126,9 +126,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_submit(args: argparse.Namespace) -> int:
     course, modules, workspace = _context(args)
     module = resolve_module(args.module, modules)
-    exchange = exch.student_exchange(workspace)
-    if exchange is None:
-        exch.submit(workspace, module, None)  # raises the explanation
+    exchange = exch.require_exchange(exch.student_exchange(workspace), module)
     try:
         status = run_complete(args, course, module, workspace)
     except KernelDied as exc:

@@ -116,13 +116,19 @@ def fetch_assignment(workspace: Path, module: Module, exchange: ExchangeConfig) 
                         f"({exchange.root}): {nbgrader_failure(proc)}")
 
 
-def submit(workspace: Path, module: Module, exchange: ExchangeConfig | None) -> Submission:
-    """``nbgrader submit`` the module's folder of the workspace to the exchange."""
+def require_exchange(exchange: ExchangeConfig | None, module: Module) -> ExchangeConfig:
+    """``exchange``, or TitoError saying how to configure one."""
     if exchange is None:
         raise TitoError("no exchange is configured, so there is nowhere to submit to: ask your instructor "
                         "for the course id and set c.CourseDirectory.course_id (and c.Exchange.root) in "
                         "~/.jupyter/nbgrader_config.py, or hand in "
                         f"{module.working_copy} as your instructor says")
+    return exchange
+
+
+def submit(workspace: Path, module: Module, exchange: ExchangeConfig | None) -> Submission:
+    """``nbgrader submit`` the module's folder of the workspace to the exchange."""
+    exchange = require_exchange(exchange, module)
     proc = run_nbgrader(["submit", module.name], workspace)
     if proc.returncode != 0:
         raise TitoError(f"nbgrader submit failed: {nbgrader_failure(proc)}")
