@@ -54,9 +54,10 @@ def results_for(*students: str) -> list[grade.StudentResult]:
     return [grade.StudentResult(s, "graded", 1.0, 1.0, 1.0) for s in students]
 
 
-def copy(scratch: Path, out: Path, results: list[grade.StudentResult]) -> Path:
+def copy(scratch: Path, out: Path, results: list[grade.StudentResult], **limits: int) -> Path:
     return grade.copy_results(scratch, out, "a1", results, course_gradebook=scratch / "gradebook.db",
-                              gradebook_mtime=0.0, to_course=False, notebooks=["nb"])
+                              gradebook_mtime=0.0, to_course=False, notebooks=["nb"],
+                              limits=grade.Limits(**limits))
 
 
 def test_file_flood_in_one_folder_copies_only_notebooks_and_feedback(tmp_path: Path) -> None:
@@ -74,20 +75,19 @@ def test_file_flood_in_one_folder_copies_only_notebooks_and_feedback(tmp_path: P
 
 
 def test_a_student_whose_results_cannot_be_copied_does_not_stop_the_others(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr(grade, "MAX_RESULT_BYTES", 1000)
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     scratch = fake_scratch(tmp_path, {"alice": 100, "huge": 5000, "zoe": 100})
     out = tmp_path / "out"
     (out / "autograded" / "huge" / "a1").mkdir(parents=True)
     (out / "autograded" / "huge" / "a1" / "nb.ipynb").write_text("old results")
     results = results_for("alice", "huge", "zoe")
-    copy(scratch, out, results)
+    copy(scratch, out, results, max_result_bytes=1000)
     by_name = {r.student: r for r in results}
     assert by_name["huge"].copy_failed and "results not copied" in by_name["huge"].note
     assert not by_name["alice"].copy_failed and not by_name["zoe"].copy_failed
     assert (out / "autograded" / "zoe" / "a1" / "nb.ipynb").stat().st_size == 100
     assert not (out / "autograded" / "huge" / "a1" / "nb.ipynb").exists()  # no stale copy of old results
-    assert "results of huge not copied" in capsys.readouterr().out
+    assert "results of huge not copied" in caplog.text
     assert "results not copied" in grade.format_table(results)
 
 
@@ -172,6 +172,15 @@ def test_an_unusable_course_configuration_is_refused(tmp_path: Path, extra: str,
     course = course_with_config(tmp_path, extra, drop)
     with pytest.raises(grade.UsageError, match=message):
         grade.check_course_config(course)
+
+
+def test_batch_limits_come_from_the_course_configuration(tmp_path: Path) -> None:
+    course = course_with_config(tmp_path, "\nc.GradeBatch.max_submission_files = 7\nc.GradeBatch.timeout = 12.5\n")
+    settings = grade.batch_settings(grade.load_course_config(course).batch)
+    assert (settings.max_submission_files, settings.timeout) == (7, 12.5)
+    assert settings.limits().max_submission_files == 7
+    default = grade.GradeBatch()
+    assert settings.max_result_bytes == default.max_result_bytes
 
 
 def test_a_configuration_without_autograde_preprocessors_is_refused(tmp_path: Path) -> None:
