@@ -7,20 +7,26 @@ are traits of :class:`GradeBatch`, set in ``nbgrader_config.py`` (``c.GradeBatch
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import shutil
 import tempfile
+import time
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Iterator, Sequence
 
 from traitlets import Float, Integer
 from traitlets.config import Configurable
 
 from grading import run_one, scratch
-from grading.results import copy_results
+from grading.results import join_notes, merge_record, read_result, write_student_files
+from grading.run_one import Job, Status, StudentResult
 from grading.submissions import (MAX_SUBMISSION_BYTES, MAX_SUBMISSION_FILES, Limits, Submission, UsageError,
-                                 collect_submissions)
+                                 collect_submissions, files_hash, read_files, stage_submission)
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +56,14 @@ def batch_settings(loaded: dict[str, object]) -> GradeBatch:
     return GradeBatch(**{k: v for k, v in loaded.items() if k in names})
 
 
+def default_workers() -> int:
+    """The cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
 @dataclass(frozen=True)
 class BatchOptions:
     """What to grade and how (the command-line options, as values)."""
@@ -64,105 +78,272 @@ class BatchOptions:
     regenerate: bool = False
     sandboxed: bool = True
     keep_scratch: bool = False
+    workers: int | None = None  # default: the machine's cores
 
 
 @dataclass
 class BatchOutcome:
     """What a batch produced."""
 
-    results: list[run_one.StudentResult]
+    results: list[StudentResult]
     out: Path
-    gradebook: Path | None = None
+    gradebook: str = ""  # where the grades are: a file path (SQLite) or the database URL
     warnings: list[str] = field(default_factory=list)
-    copy_error: str | None = None  # results could not be copied out at all (they stay in scratch)
-    scratch: Path | None = None  # kept for inspection (or because the results are only there)
+    copy_error: str | None = None  # results could not be written out at all
+    scratch: Path | None = None  # kept for inspection
+    fixed_seconds: float = 0.0  # batch set-up before the first submission could start
+    seconds: float = 0.0
+    started: float = field(default_factory=time.monotonic)
 
     @property
     def complete(self) -> bool:
         """Every submission graded and its results copied."""
-        return self.copy_error is None and all(r.status == "graded" and not r.copy_failed for r in self.results)
+        return self.copy_error is None and all(r.status == Status.GRADED and not r.copy_failed for r in self.results)
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the batch's grades go: the gradebook only the coordinator writes."""
+
+    url: str
+    course_id: str
+    display: str  # file path or URL, for the summary
 
 
 @dataclass(frozen=True)
 class Prepared:
-    """A checked course and its submissions."""
+    """A checked course, its submissions and the per-batch template."""
 
     notebooks: list[str]
     submissions: list[Submission]
-    gradebook_mtime: float
     settings: GradeBatch
+    course_id: str
+    target: Target
+    template: bytes
 
 
-def prepare(options: BatchOptions, course: Path, scratch_dir: Path) -> Prepared:
-    """Check the config and gradebook, build the scratch course, collect submissions (raises UsageError)."""
+def target_gradebook(course_url: str, course_id: str, out: Path, to_course: bool) -> Target:
+    """The gradebook the batch writes: the course's own (SQLite: a ``.bak`` copy is made first), or,
+    with ``--out`` and an SQLite course gradebook, ``out/gradebook.db`` (started as a copy of the
+    course gradebook, kept as it is when it exists, so an interrupted batch resumes into it)."""
+    path = scratch.sqlite_path(course_url)
+    if path is None:
+        return Target(course_url, course_id, course_url)
+    if to_course:
+        shutil.copy2(path, path.with_name(path.name + ".bak"))
+        target = path
+    else:
+        target = out / "gradebook.db"
+        if not target.is_file():
+            out.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
+    return Target(scratch.gradebook_url(target), course_id, str(target))
+
+
+def prepare(options: BatchOptions, course: Path, scratch_dir: Path, out: Path) -> Prepared:
+    """Check the config and gradebook, build the template, collect submissions (raises UsageError)."""
     config = scratch.load_course_config(course)
     settings = batch_settings(config.batch)
-    notebooks = scratch.ensure_gradebook(course, options.assignment, options.regenerate)
-    stale = scratch.stale_test_cells(course, options.assignment, notebooks)
+    url, course_id = config.db_url or scratch.gradebook_url(course / "gradebook.db"), config.course_id
+    notebooks = scratch.ensure_gradebook(course, url, course_id, options.assignment, options.regenerate)
+    stale = scratch.stale_test_cells(course, url, course_id, options.assignment, notebooks)
     if stale:
         log.warning("tests changed since generate_assignment (grading uses the old version): %s; "
                     "pass --regenerate to use the current source", ", ".join(stale))
-    gradebook_mtime = (course / "gradebook.db").stat().st_mtime
-    scratch.build_scratch(course, options.assignment, scratch_dir, sandboxed=options.sandboxed)
     submissions = collect_submissions(options.submissions, options.assignment, scratch_dir / "unpacked",
                                       settings.limits())
-    return Prepared(notebooks, submissions, gradebook_mtime, settings)
+    template = scratch.build_template(course, url, course_id, options.assignment, scratch_dir / "template")
+    target = target_gradebook(url, course_id, out, to_course=options.out is None)
+    return Prepared(notebooks, submissions, settings, course_id, target, run_one.pack_tree(template))
 
 
-def post_steps(options: BatchOptions, scratch_dir: Path, any_graded: bool) -> list[str]:
-    """Run generate_feedback and export as asked; return warnings."""
-    warnings = []
-    step_log = scratch_dir / "logs" / "_steps.log"
-    scratch_args = scratch.scratch_args(scratch_dir)
-    if options.feedback and any_graded:
-        if not run_one.run_step(["generate_feedback", options.assignment, "--force", *scratch_args],
-                                scratch_dir, step_log):
-            warnings.append("generate_feedback failed, see _steps.log in the logs")
-    if options.export:
-        csv = scratch_dir / "grades.csv"
-        export_args = ["export", f"--to={csv}", f"--assignment={options.assignment}", *scratch_args]
-        if run_one.run_step(export_args, scratch_dir, step_log) and csv.exists():
-            options.export.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(csv, options.export)
-        else:
-            warnings.append("export failed, see _steps.log in the logs")
-    return warnings
-
-
-def run_batch(options: BatchOptions) -> BatchOutcome:
-    """Grade the submissions (raises UsageError for an unusable course or arguments)."""
-    course = options.course.resolve()
-    scratch_dir = Path(tempfile.mkdtemp(prefix="nbgrader-sealed-"))
-    keep = options.keep_scratch
-    out = (options.out or course).resolve()
+def make_job(sub: Submission, prepared: Prepared, options: BatchOptions, staging: Path,
+             timeout: float) -> Job | StudentResult:
+    """Stage one submission into a job, or the error result of a submission that cannot be staged."""
+    limits = prepared.settings.limits()
+    notes: list[str] = []
+    folder = staging / sub.student
     try:
-        prepared = prepare(options, course, scratch_dir)
-        limits = prepared.settings.limits()
-        timeout = options.timeout if options.timeout is not None else prepared.settings.timeout
-        results = []
-        for sub in prepared.submissions:
-            log.info("grading %s ...", sub.student)
-            results.append(run_one.grade_one(sub, scratch_dir, options.assignment, prepared.notebooks,
-                                             sandboxed=options.sandboxed, timeout=timeout, limits=limits))
-        graded = [r for r in results if r.status == "graded"]
-        outcome = BatchOutcome(results, out)
-        for warning in post_steps(options, scratch_dir, bool(graded)):
-            log.warning("%s", warning)
-            outcome.warnings.append(warning)
+        if sub.problem is not None:
+            raise UsageError(sub.problem)
+        staged = stage_submission(sub, folder, options.assignment, prepared.notebooks, notes, limits)
+        files = read_files(staged)
+    except (UsageError, OSError) as exc:
+        return StudentResult(sub.student, Status.ERROR, 0.0, note=str(exc),
+                             log_text=f"could not stage submission: {exc}\n".encode())
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return Job(student=sub.student, assignment=options.assignment, notebooks=tuple(prepared.notebooks),
+               files=files, template=prepared.template, course_id=prepared.course_id, sandboxed=options.sandboxed,
+               timeout=timeout, feedback=options.feedback, limits=limits, content_hash=files_hash(files),
+               note="; ".join(notes))
+
+
+Submit = Callable[[Job], Future]
+
+
+def grade_all(jobs: Iterator[Job | StudentResult], submit: Submit, workers: int,
+              accept: Callable[[StudentResult], None]) -> None:
+    """Run jobs, at most ``workers`` at once (plus one staged ahead), and hand each result to ``accept``.
+
+    A job whose grading process died (status ``crashed``, or an exception from the pool) is run
+    once more; the second outcome is the one reported.
+    """
+    running: dict[Future, tuple[Job, int, str]] = {}
+    queue: deque[Job | StudentResult] = deque()
+    exhausted = False
+
+    def refill() -> None:
+        nonlocal exhausted
+        while not exhausted and len(running) < workers:
+            try:
+                item = next(jobs)
+            except StopIteration:
+                exhausted = True
+                return
+            if isinstance(item, StudentResult):
+                queue.append(item)
+            else:
+                running[submit(item)] = (item, 1, "")
+
+    refill()
+    while queue or running:
+        while queue:
+            accept(queue.popleft())
+        if not running:
+            refill()
+            continue
+        done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+        for future in done:
+            job, attempt, earlier = running.pop(future)
+            try:
+                result = future.result()
+            except Exception as exc:  # the worker process died or could not run the job
+                result = StudentResult(job.student, Status.CRASHED, 0.0, note=f"worker failed: {exc!r}",
+                                       content_hash=job.content_hash)
+            if result.status == Status.CRASHED and attempt == 1:
+                log.warning("grading %s crashed (%s); trying once more", job.student, result.note)
+                running[submit(job)] = (job, 2, result.note)
+                continue
+            result.attempts = attempt
+            if earlier:
+                result.note = join_notes(result.note, f"first attempt crashed: {earlier}")
+            accept(result)
+        refill()
+
+
+class Coordinator:
+    """Writes what workers return: result files, logs and the gradebook (the only writer)."""
+
+    def __init__(self, options: BatchOptions, prepared: Prepared, out: Path,
+                 on_result: Callable[[StudentResult], None] | None = None) -> None:
+        self.options, self.prepared, self.out = options, prepared, out
+        self.results: list[StudentResult] = []
+        self.on_result = on_result
+        self.logs = out / "grading_logs" / options.assignment
+
+    def accept(self, result: StudentResult) -> None:
+        """Record one result: files first, then the gradebook, then the score read back from it."""
+        assignment, target = self.options.assignment, self.prepared.target
+        if result.status == Status.GRADED and (result.files or result.copy_failed):
+            try:
+                write_student_files(self.out, assignment, result.student, result.files, clear=result.copy_failed)
+            except OSError as exc:
+                result.copy_failed = True
+                result.note = join_notes(result.note, f"results not copied: {exc}")
+                log.warning("results of %s not copied to %s: %s", result.student, self.out, exc)
         try:
-            outcome.gradebook = copy_results(
-                scratch_dir, out, options.assignment, results, course_gradebook=course / "gradebook.db",
-                gradebook_mtime=prepared.gradebook_mtime, to_course=options.out is None,
-                notebooks=prepared.notebooks, limits=limits,
-            )
-        except (OSError, shutil.Error, UsageError) as exc:
-            keep = True  # the grades exist only there now
-            outcome.copy_error = f"results could not be copied to {out}: {exc}"
-        if keep:
+            self.logs.mkdir(parents=True, exist_ok=True)
+            (self.logs / f"{result.student}.log").write_bytes(result.log_text)
+        except OSError as exc:
+            log.warning("log of %s not written: %s", result.student, exc)
+        if result.status == Status.GRADED and result.record is not None:
+            merge_record(target.url, target.course_id, assignment, result.record)
+            read = read_result(target.url, target.course_id, assignment, result.student)
+            if read is not None:
+                result.score, result.max_score, result.failed_tests = read[0], read[1], read[2]
+        result.files = {}  # written; do not keep every notebook of the class in memory
+        self.results.append(result)
+        if self.on_result is not None:
+            self.on_result(result)
+
+
+def write_batch_record(path: Path, outcome: BatchOutcome, workers: int) -> None:
+    """A JSON record of the batch: per submission status, score, timings, attempts and worker."""
+    rows = [{"student": r.student, "status": str(r.status), "score": r.score, "max_score": r.max_score,
+             "seconds": round(r.seconds, 3), "started": r.started, "phases": r.phases, "attempts": r.attempts,
+             "worker": r.worker, "content_hash": r.content_hash, "note": r.note}
+            for r in sorted(outcome.results, key=lambda r: r.student)]
+    record = {"workers": workers, "fixed_seconds": round(outcome.fixed_seconds, 3),
+              "seconds": round(time.monotonic() - outcome.started, 3), "submissions": rows}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(record, indent=1) + "\n")
+    except OSError as exc:
+        log.warning("batch record not written: %s", exc)
+
+
+def export_grades(options: BatchOptions, scratch_dir: Path, target: Target) -> bool:
+    """``nbgrader export`` of the target gradebook to ``options.export``."""
+    assert options.export is not None
+    csv = scratch_dir / "grades.csv"
+    root = scratch_dir / "template"
+    args = ["export", f"--to={csv}", f"--assignment={options.assignment}", f"--CourseDirectory.root={root}",
+            f"--CourseDirectory.db_url={target.url}"]
+    (scratch_dir / "logs").mkdir(exist_ok=True)
+    if run_one.run_step(args, root, scratch_dir / "logs" / "_steps.log") and csv.exists():
+        options.export.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(csv, options.export)
+        return True
+    return False
+
+
+def run_batch(options: BatchOptions, on_result: Callable[[StudentResult], None] | None = None,
+              submit: Submit | None = None) -> BatchOutcome:
+    """Grade the submissions (raises UsageError for an unusable course or arguments).
+
+    ``submit`` runs a job somewhere and returns a future of its result (default: a pool of
+    ``options.workers`` threads, each driving its own nbgrader process).
+    """
+    start = time.monotonic()
+    course = options.course.resolve()
+    out = (options.out or course).resolve()
+    scratch_dir = Path(tempfile.mkdtemp(prefix="nbgrader-batch-"))
+    workers = options.workers or default_workers()
+    pool = None
+    try:
+        prepared = prepare(options, course, scratch_dir, out)
+        timeout = options.timeout if options.timeout is not None else prepared.settings.timeout
+        coordinator = Coordinator(options, prepared, out, on_result)
+        outcome = BatchOutcome(coordinator.results, out, gradebook=prepared.target.display, started=start)
+        outcome.fixed_seconds = time.monotonic() - start
+        if submit is None:
+            pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grade")
+            work_root = str(scratch_dir)
+            submit = lambda job: pool.submit(run_one.grade_one, job, work_root)  # noqa: E731
+        staging = scratch_dir / "staging"
+        jobs = (make_job(sub, prepared, options, staging, timeout) for sub in prepared.submissions)
+        try:
+            grade_all(jobs, submit, workers, coordinator.accept)
+        except OSError as exc:
+            outcome.copy_error = f"results could not be written to {out}: {exc}"
+        write_batch_record(out / "grading_logs" / options.assignment / "batch.json", outcome, workers)
+        if options.export and not export_grades(options, scratch_dir, prepared.target):
+            outcome.warnings.append("export failed, see _steps.log in the logs")
+            log.warning("export failed, see _steps.log in the logs")
+        if options.keep_scratch:
             outcome.scratch = scratch_dir
+        outcome.seconds = time.monotonic() - start
         return outcome
     finally:
-        if not keep:
-            shutil.rmtree(scratch_dir, ignore_errors=True)
-        else:
+        if pool is not None:
+            pool.shutdown(wait=True)
+        steps_log = scratch_dir / "logs" / "_steps.log"
+        if steps_log.is_file():
+            logs = out / "grading_logs" / options.assignment
+            logs.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(steps_log, logs / steps_log.name)
+        if options.keep_scratch:
             log.info("scratch course kept at %s", scratch_dir)
+        else:
+            shutil.rmtree(scratch_dir, ignore_errors=True)

@@ -3,35 +3,36 @@
 Usage::
 
     python -m grading.grade --course . --assignment 12_embeddings SUBMISSION... \\
-        [--out DIR] [--feedback] [--export grades.csv] [--timeout SECONDS] [--no-sandbox]
+        [--out DIR] [--feedback] [--export grades.csv] [--timeout SECONDS] [--workers N] [--no-sandbox]
 
 A SUBMISSION is a zip file (student id = file name without ``.zip``), a
 student directory (``alice/`` holding the notebooks or ``alice/12_embeddings/``),
 a directory of student directories (such as the course's ``submitted/``), or a
 single ``alice.ipynb`` for a one-notebook assignment.
 
-What happens:
+What happens (the library behind it: ``grading.batch``):
 
 0. The course's ``nbgrader_config.py`` is loaded the way nbgrader loads it;
    grading stops (exit status 2) if it fails to load or if
    ``Autograde.autograde_preprocessors`` lacks ``SafeExecute`` or
    ``SealedVerdict`` (nbgrader itself would grade with its defaults).
-1. The course gradebook must know the assignment; if it does not,
-   ``nbgrader generate_assignment --force`` is run in the course first.
-2. A scratch course is built in a temporary directory: the course's
-   ``nbgrader_config.py``, a copy of ``gradebook.db``, the assignment's
-   non-notebook source files (data files nbgrader copies next to every
-   submission) and the submissions.  No solution notebook is in it.
-3. ``nbgrader autograde`` runs there once per student, with a wall-clock bound,
-   with the kernel ``python3-sealed`` (ipykernel inside bubblewrap; the
-   autograded notebook's directory is the only course path it sees).
-4. Optionally ``nbgrader generate_feedback`` and ``nbgrader export``.
-5. Autograded notebooks, feedback pages, logs, the CSV and the gradebook are
-   copied to ``--out`` (default: the course itself) and a score table is
-   printed.  Only the assignment's notebooks and their feedback pages are
-   copied per student (never other files a student's code left in its
-   directory), with a size bound; a student whose results cannot be copied
-   is reported and does not stop the others.
+1. The course gradebook (``CourseDirectory.db_url``) must know the assignment;
+   if it does not, ``nbgrader generate_assignment --force`` is run first.
+2. Once per batch, a scratch-course template is built: the course's
+   ``nbgrader_config.py``, a gradebook holding only the assignment's definition
+   and the assignment's non-notebook source files.  No solution notebook and
+   no other student's records are in it.
+3. Each submission is graded in a fresh copy of the template of its own, up to
+   ``--workers`` at once: ``nbgrader autograde --student`` with a wall-clock
+   bound and the kernel ``python3-sealed`` (ipykernel inside bubblewrap; the
+   autograded notebook's directory is the only course path it sees), then
+   optionally ``nbgrader generate_feedback --student``.  A grading process that
+   dies is retried once.
+4. The results come back as data; the coordinator alone writes them: the
+   student's autograded notebooks and feedback pages (nothing else a student's
+   code left behind, with a size bound), the log, and the grades, merged into
+   the gradebook (the course's, after a ``gradebook.db.bak`` copy, or
+   ``--out/gradebook.db``).  Optionally ``nbgrader export``; then a score table.
 
 A one-notebook assignment handed in under another name (``embeddings (1).ipynb``,
 the only notebook in the folder) is graded under the assignment's notebook name.
@@ -50,28 +51,28 @@ from pathlib import Path
 from typing import Sequence
 
 from grading import sandbox
-from grading.batch import BatchOptions, BatchOutcome, GradeBatch, batch_settings, run_batch
-from grading.results import (copy_bounded, copy_log, copy_results, copy_student_results, format_table,
-                             join_notes, read_result)
-from grading.run_one import (DEFAULT_TIMEOUT, StudentResult, autograde_args, autograded_ok, grade_one,
+from grading.batch import BatchOptions, BatchOutcome, GradeBatch, batch_settings, default_workers, run_batch
+from grading.results import (collect_result_files, cut_log, format_table, join_notes, merge_record, read_record,
+                             read_result, write_student_files)
+from grading.run_one import (DEFAULT_TIMEOUT, Job, Status, StudentResult, autograde_args, autograded_ok, grade_one,
                              prune_autograded, run_bounded, run_step)
-from grading.scratch import (REQUIRED_PREPROCESSORS, assignment_notebooks, build_scratch, check_course_config,
+from grading.scratch import (REQUIRED_PREPROCESSORS, assignment_notebooks, build_template, check_course_config,
                              ensure_gradebook, gradebook_url, load_course_config, nbgrader_command, nbgrader_env,
                              scratch_args, stale_test_cells)
 from grading.submissions import (SKIP_NAMES, STUDENT_ID, Limits, Submission, UsageError, adopt_renamed_notebook,
                                  check_student_id, collect_submissions, copy_tree, directory_submissions,
                                  has_notebooks, safe_extract, stage_submission, submission_dir, zip_submission)
 
-__all__ = [  # the library names this module has always offered
-    "BatchOptions", "BatchOutcome", "DEFAULT_TIMEOUT", "batch_settings", "GradeBatch", "Limits", "REQUIRED_PREPROCESSORS",
-    "SKIP_NAMES", "STUDENT_ID", "StudentResult", "Submission", "UsageError", "adopt_renamed_notebook",
-    "assignment_notebooks", "autograde_args", "autograded_ok", "build_scratch", "check_course_config",
-    "check_student_id", "collect_submissions", "copy_bounded", "copy_log", "copy_results",
-    "copy_student_results", "copy_tree", "directory_submissions", "ensure_gradebook", "format_table",
-    "grade_one", "gradebook_url", "has_notebooks", "join_notes", "load_course_config", "main",
-    "nbgrader_command", "nbgrader_env", "prune_autograded", "read_result", "run_batch", "run_bounded",
-    "run_step", "safe_extract", "scratch_args", "stage_submission", "stale_test_cells", "submission_dir",
-    "zip_submission",
+__all__ = [  # the library names this module offers
+    "BatchOptions", "BatchOutcome", "DEFAULT_TIMEOUT", "GradeBatch", "Job", "Limits", "REQUIRED_PREPROCESSORS",
+    "SKIP_NAMES", "STUDENT_ID", "Status", "StudentResult", "Submission", "UsageError", "adopt_renamed_notebook",
+    "assignment_notebooks", "autograde_args", "autograded_ok", "batch_settings", "build_template",
+    "check_course_config", "check_student_id", "collect_result_files", "collect_submissions", "copy_tree",
+    "cut_log", "default_workers", "directory_submissions", "ensure_gradebook", "format_table", "grade_one",
+    "gradebook_url", "has_notebooks", "join_notes", "load_course_config", "main", "merge_record",
+    "nbgrader_command", "nbgrader_env", "prune_autograded", "read_record", "read_result", "run_batch",
+    "run_bounded", "run_step", "safe_extract", "scratch_args", "stage_submission", "stale_test_cells",
+    "submission_dir", "write_student_files", "zip_submission",
 ]
 
 
@@ -88,7 +89,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help=f"seconds per submission (default: GradeBatch.timeout, {DEFAULT_TIMEOUT:g})")
     parser.add_argument("--regenerate", action="store_true", help="run generate_assignment even if graded before")
     parser.add_argument("--no-sandbox", action="store_true", help="development only: run kernels unsandboxed")
-    parser.add_argument("--keep-scratch", action="store_true", help="keep the scratch course for inspection")
+    parser.add_argument("--keep-scratch", action="store_true", help="keep the batch's scratch folder for inspection")
+    parser.add_argument("--workers", type=int, default=None,
+                        help=f"submissions graded at once (default: the cores here, {default_workers()})")
     return parser.parse_args(argv)
 
 
@@ -96,7 +99,8 @@ def options_from(args: argparse.Namespace) -> BatchOptions:
     """The parsed command line as batch options."""
     return BatchOptions(course=args.course, assignment=args.assignment, submissions=list(args.submissions),
                         out=args.out, feedback=args.feedback, export=args.export, timeout=args.timeout,
-                        regenerate=args.regenerate, sandboxed=not args.no_sandbox, keep_scratch=args.keep_scratch)
+                        regenerate=args.regenerate, sandboxed=not args.no_sandbox, keep_scratch=args.keep_scratch,
+                        workers=args.workers)
 
 
 class _ConsoleFormatter(logging.Formatter):
@@ -133,6 +137,9 @@ def summary(options: BatchOptions, outcome: BatchOutcome) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Grade the submissions; see the module docstring."""
     args = parse_args(argv)
+    if args.workers is not None and args.workers < 1:
+        print("error: --workers must be at least 1", file=sys.stderr)
+        return 2
     options = options_from(args)
     if options.sandboxed and not sandbox.bwrap_available():
         print("bubblewrap (bwrap) is not usable here; install it or pass --no-sandbox (development only)",

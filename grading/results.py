@@ -1,15 +1,19 @@
-"""Results of a batch: gradebook reads, result files copied out per student, the score table."""
+"""Results of a batch: gradebook records, result files per student, the score table.
+
+Workers return results as data (:class:`GradebookRecord`, file contents); only the coordinator
+writes the course gradebook (:func:`merge_record`) and the output folders.
+"""
 
 from __future__ import annotations
 
 import logging
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 from nbgrader.api import Gradebook, MissingEntry
 
-from grading.scratch import gradebook_url
 from grading.submissions import Limits, UsageError
 
 if TYPE_CHECKING:
@@ -17,15 +21,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+RESULT_KINDS = (("autograded", ".ipynb"), ("feedback", ".html"))
+
 
 def join_notes(*notes: str) -> str:
     """Non-empty notes joined with ``; ``."""
     return "; ".join(n for n in notes if n)
 
 
-def read_result(gradebook: Path, assignment: str, student: str) -> tuple[float, float, list[str]] | None:
+def read_result(url: str, course_id: str, assignment: str, student: str) -> tuple[float, float, list[str]] | None:
     """``(score, max_score, ids of cells below full marks)`` of a graded submission, or ``None``."""
-    with Gradebook(gradebook_url(gradebook)) as gb:
+    with Gradebook(url, course_id) as gb:
         try:
             submission = gb.find_submission(assignment, student)
         except MissingEntry:
@@ -40,89 +46,187 @@ def read_result(gradebook: Path, assignment: str, student: str) -> tuple[float, 
         return float(submission.score), float(submission.max_score), sorted(failed)
 
 
-def copy_bounded(src: Path, dest: Path, budget: int) -> int:
-    """Copy regular file ``src`` to ``dest`` if it fits in ``budget`` bytes; return its size.
+# --------------------------------------------------------------------------- gradebook records
 
-    Raises UsageError (nothing is written) if it does not fit, OSError if copying fails.
+
+@dataclass(frozen=True)
+class CellRecord:
+    """What autograding wrote for one cell of one submitted notebook."""
+
+    notebook: str
+    name: str
+    auto_score: float | None = None  # grade and task cells
+    needs_manual_grade: bool | None = None
+    auto_comment: str | None = None  # solution and task cells
+    is_grade: bool = False
+    is_comment: bool = False
+
+
+@dataclass(frozen=True)
+class GradebookRecord:
+    """One student's autograde results, read from a worker's gradebook, to be merged by the coordinator."""
+
+    student: str
+    timestamp: str | None  # ISO format, UTC (nbgrader's timestamp.txt), or None
+    late_penalties: dict[str, float | None]  # notebook -> late_submission_penalty
+    cells: list[CellRecord]
+
+
+def copy_assignment_definition(src_url: str, src_course: str, dest_url: str, dest_course: str,
+                               assignment: str) -> None:
+    """Write the assignment's definition (notebooks and their cells, no submissions) to another gradebook.
+
+    This is what ``nbgrader autograde`` reads from the gradebook besides the student's own records:
+    a worker's gradebook holds nothing of other students.
     """
-    if src.is_symlink() or not src.is_file():
-        raise UsageError(f"{src.name} is not a regular file")
-    size = src.stat().st_size
-    if size > budget:
-        raise UsageError(f"{src.name} is too large to copy ({size} bytes, {budget} left)")
-    shutil.copy2(src, dest)
-    return size
+    from nbgrader import api
+
+    with Gradebook(src_url, src_course) as src:
+        definition = src.find_assignment(assignment)
+        notebooks = []
+        for nb in definition.notebooks:
+            notebooks.append((
+                nb.name, nb.kernelspec,
+                [(c.name, c.max_score, c.cell_type) for c in nb.grade_cells],
+                [c.name for c in nb.solution_cells],
+                [(c.name, c.max_score, c.cell_type) for c in nb.task_cells],
+                [(c.name, c.cell_type, c.locked, c.source, c.checksum) for c in nb.source_cells],
+            ))
+        duedate = definition.duedate
+    with Gradebook(dest_url, dest_course) as dest:
+        target = dest.update_or_create_assignment(assignment, duedate=duedate)
+        for name, kernelspec, grades, solutions, tasks, sources in notebooks:
+            nb = api.Notebook(name=name, assignment=target, kernelspec=kernelspec)
+            dest.db.add(nb)
+            for cell_name, max_score, cell_type in grades:
+                dest.db.add(api.GradeCell(name=cell_name, max_score=max_score, cell_type=cell_type, notebook=nb))
+            for cell_name in solutions:
+                dest.db.add(api.SolutionCell(name=cell_name, notebook=nb))
+            for cell_name, max_score, cell_type in tasks:
+                dest.db.add(api.TaskCell(name=cell_name, max_score=max_score, cell_type=cell_type, notebook=nb))
+            for cell_name, cell_type, locked, source, checksum in sources:
+                dest.db.add(api.SourceCell(name=cell_name, cell_type=cell_type, locked=locked, source=source,
+                                           checksum=checksum, notebook=nb))
+        dest.db.commit()
 
 
-def copy_student_results(scratch: Path, out: Path, assignment: str, student: str, notebooks: Sequence[str],
-                         max_bytes: int = Limits.max_result_bytes) -> None:
-    """Copy one student's autograded notebooks and feedback pages to ``out`` (nothing else).
+def read_record(url: str, course_id: str, assignment: str, student: str) -> GradebookRecord | None:
+    """The autograde results of one student in a (worker's) gradebook, or None if there are none."""
+    with Gradebook(url, course_id) as gb:
+        try:
+            submission = gb.find_submission(assignment, student)
+        except MissingEntry:
+            return None
+        cells: list[CellRecord] = []
+        penalties: dict[str, float | None] = {}
+        for nb in submission.notebooks:
+            penalties[nb.name] = nb.late_submission_penalty
+            for grade in nb.grades:
+                cells.append(CellRecord(nb.name, grade.name, auto_score=grade.auto_score,
+                                        needs_manual_grade=bool(grade.needs_manual_grade), is_grade=True))
+            for comment in nb.comments:
+                cells.append(CellRecord(nb.name, comment.name, auto_comment=comment.auto_comment, is_comment=True))
+        timestamp = submission.timestamp.isoformat() if submission.timestamp is not None else None
+        return GradebookRecord(student, timestamp, penalties, cells)
+
+
+def merge_record(url: str, course_id: str, assignment: str, record: GradebookRecord) -> None:
+    """Write one student's autograde results into the course gradebook, as ``nbgrader autograde`` would.
+
+    The student and submission are created if missing (``update_or_create_submission``, the
+    timestamp only when one was submitted); auto scores, auto comments and late penalties are
+    replaced; manual scores, manual comments and extra credit are kept, and a cell with a manual
+    score is marked for review again (``SaveAutoGrades``' rule).
+    """
+    with Gradebook(url, course_id) as gb:
+        try:
+            gb.find_student(record.student)
+        except MissingEntry:
+            gb.add_student(record.student)
+        kwargs = {"timestamp": record.timestamp} if record.timestamp else {}
+        submission = gb.update_or_create_submission(assignment, record.student, **kwargs)
+        by_key = {(c.notebook, c.name, c.is_grade): c for c in record.cells}
+        for nb in submission.notebooks:
+            if nb.name in record.late_penalties:
+                nb.late_submission_penalty = record.late_penalties[nb.name]
+            for grade in nb.grades:
+                cell = by_key.get((nb.name, grade.name, True))
+                if cell is None:
+                    continue
+                grade.auto_score = cell.auto_score
+                grade.needs_manual_grade = bool(cell.needs_manual_grade) or grade.manual_score is not None
+            for comment in nb.comments:
+                cell = by_key.get((nb.name, comment.name, False))
+                if cell is not None:
+                    comment.auto_comment = cell.auto_comment
+        gb.db.commit()
+
+
+# --------------------------------------------------------------------------- result files
+
+
+def collect_result_files(scratch: Path, assignment: str, student: str, notebooks: Sequence[str],
+                         max_bytes: int = Limits.max_result_bytes) -> dict[str, bytes]:
+    """One student's autograded notebooks and feedback pages (nothing else), keyed by relative path.
 
     What the student's code left next to its notebook (data files, thousands of files, gigabytes)
-    stays in the scratch course.  The previous results of the student are replaced.  Raises
-    UsageError or OSError for this student only.
+    is never read.  Raises UsageError if they exceed ``max_bytes`` together or are not regular files.
     """
+    files: dict[str, bytes] = {}
     budget = max_bytes
-    for kind, suffix in (("autograded", ".ipynb"), ("feedback", ".html")):
-        src = scratch / kind / student / assignment
-        dest = out / kind / student / assignment
-        if not src.is_dir():
+    for kind, suffix in RESULT_KINDS:
+        folder = scratch / kind / student / assignment
+        for name in notebooks:
+            path = folder / f"{name}{suffix}"
+            if not (path.exists() or path.is_symlink()):
+                continue
+            if path.is_symlink() or not path.is_file():
+                raise UsageError(f"{path.name} is not a regular file")
+            size = path.stat().st_size
+            if size > budget:
+                raise UsageError(f"{path.name} is too large to copy ({size} bytes, {budget} left)")
+            budget -= size
+            files[f"{kind}/{path.name}"] = path.read_bytes()
+    return files
+
+
+def write_student_files(out: Path, assignment: str, student: str, files: Mapping[str, bytes], *,
+                        clear: bool = False) -> None:
+    """Replace the student's ``autograded`` and ``feedback`` folders in ``out`` by ``files``.
+
+    Only the kinds present in ``files`` are replaced; ``clear`` removes both (a graded student
+    whose results could not be copied keeps no stale results of an earlier run).
+    """
+    kinds = {key.split("/", 1)[0] for key in files}
+    for kind, _ in RESULT_KINDS:
+        if kind not in kinds and not clear:
             continue
+        dest = out / kind / student / assignment
         if dest.is_symlink() or dest.is_file():
             dest.unlink()
         elif dest.exists():
             shutil.rmtree(dest)
-        dest.mkdir(parents=True)
-        for name in notebooks:
-            path = src / f"{name}{suffix}"
-            if path.exists() or path.is_symlink():
-                budget -= copy_bounded(path, dest / path.name, budget)
+        if kind in kinds:
+            dest.mkdir(parents=True)
+    for key, data in files.items():
+        kind, name = key.split("/", 1)
+        (out / kind / student / assignment / Path(name).name).write_bytes(data)
 
 
-def copy_log(src: Path, dest: Path, max_bytes: int = Limits.max_log_bytes) -> None:
-    """Copy a log file, cut after ``max_bytes`` bytes."""
-    with open(src, "rb") as fin, open(dest, "wb") as fout:
-        fout.write(fin.read(max_bytes))
-        if fin.read(1):
-            fout.write(f"\n*** log cut after {max_bytes} bytes ***\n".encode())
-    shutil.copystat(src, dest)
+def cut_log(data: bytes, max_bytes: int = Limits.max_log_bytes) -> bytes:
+    """A log cut after ``max_bytes`` bytes (with a line saying so)."""
+    if len(data) <= max_bytes:
+        return data
+    return data[:max_bytes] + f"\n*** log cut after {max_bytes} bytes ***\n".encode()
 
 
-def copy_results(
-    scratch: Path, out: Path, assignment: str, results: Sequence[StudentResult], *, course_gradebook: Path,
-    gradebook_mtime: float, to_course: bool, notebooks: Sequence[str] = (), limits: Limits = Limits(),
-) -> Path:
-    """Copy autograded notebooks, feedback, logs and the gradebook to ``out``; return the gradebook path.
-
-    A student whose results cannot be copied gets a note (and a warning is printed); the others
-    are copied all the same.  ``notebooks`` are the assignment's notebook names (default: the
-    notebooks nbgrader wrote for each student).
-    """
-    for result in results:
-        names = list(notebooks) or sorted(
-            p.stem for p in (scratch / "autograded" / result.student / assignment).glob("*.ipynb"))
-        try:
-            copy_student_results(scratch, out, assignment, result.student, names, limits.max_result_bytes)
-        except (UsageError, OSError, shutil.Error) as exc:
-            result.copy_failed = True
-            result.note = join_notes(result.note, f"results not copied: {exc}")
-            log.warning("results of %s not copied to %s: %s", result.student, out, exc)
-    logs = out / "grading_logs" / assignment
-    logs.mkdir(parents=True, exist_ok=True)
-    for log_file in (scratch / "logs").glob("*.log"):
-        try:
-            copy_log(log_file, logs / log_file.name, limits.max_log_bytes)
-        except OSError as exc:
-            log.warning("log %s not copied: %s", log_file.name, exc)
-    target = out / "gradebook.db"
-    if to_course:
-        if course_gradebook.stat().st_mtime != gradebook_mtime:
-            target = out / "gradebook.db.new"
-            log.warning("%s changed while grading; new gradebook written to %s", course_gradebook, target)
-        else:
-            shutil.copy2(course_gradebook, out / "gradebook.db.bak")
-    shutil.copy2(scratch / "gradebook.db", target)
-    return target
+def read_log(path: Path, max_bytes: int = Limits.max_log_bytes) -> bytes:
+    """The first ``max_bytes`` bytes of a log file (cut as :func:`cut_log` does)."""
+    try:
+        with open(path, "rb") as fin:
+            return cut_log(fin.read(max_bytes + 1), max_bytes)
+    except OSError:
+        return b""
 
 
 def format_table(results: Sequence[StudentResult]) -> str:

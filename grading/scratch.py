@@ -35,18 +35,30 @@ def gradebook_url(path: Path) -> str:
     return f"sqlite:///{path}"
 
 
-def assignment_notebooks(gradebook: Path, assignment: str) -> list[str]:
+def sqlite_path(url: str) -> Path | None:
+    """The file of an SQLite URL (``sqlite:////abs/path``), None for other databases."""
+    prefix = "sqlite:///"
+    return Path(url[len(prefix):]) if url.startswith(prefix) else None
+
+
+def gradebook_exists(url: str) -> bool:
+    """False for an SQLite gradebook whose file does not exist (opening it would create it)."""
+    path = sqlite_path(url)
+    return path is None or path.is_file()
+
+
+def assignment_notebooks(url: str, course_id: str, assignment: str) -> list[str]:
     """Names of the assignment's notebooks in a gradebook (empty if unknown)."""
-    if not gradebook.is_file():
+    if not gradebook_exists(url):
         return []
-    with Gradebook(gradebook_url(gradebook)) as gb:
+    with Gradebook(url, course_id) as gb:
         try:
             return sorted(nb.name for nb in gb.find_assignment(assignment).notebooks)
         except MissingEntry:
             return []
 
 
-def stale_test_cells(course: Path, assignment: str, notebooks: Sequence[str]) -> list[str]:
+def stale_test_cells(course: Path, url: str, course_id: str, assignment: str, notebooks: Sequence[str]) -> list[str]:
     """grade_ids of test cells whose source differs from the copy in the gradebook.
 
     nbgrader grades with the gradebook's copy of every test cell, so tests
@@ -54,7 +66,7 @@ def stale_test_cells(course: Path, assignment: str, notebooks: Sequence[str]) ->
     again.
     """
     stale = []
-    with Gradebook(gradebook_url(course / "gradebook.db")) as gb:
+    with Gradebook(url, course_id) as gb:
         for name in notebooks:
             path = course / "source" / assignment / f"{name}.ipynb"
             if not path.is_file():
@@ -187,16 +199,16 @@ def check_course_config(course: Path) -> list[str]:
     return load_course_config(course).preprocessors
 
 
-def ensure_gradebook(course: Path, assignment: str, regenerate: bool) -> list[str]:
+def ensure_gradebook(course: Path, url: str, course_id: str, assignment: str, regenerate: bool) -> list[str]:
     """Make sure the course gradebook knows the assignment; return its notebook names."""
-    notebooks = [] if regenerate else assignment_notebooks(course / "gradebook.db", assignment)
+    notebooks = [] if regenerate else assignment_notebooks(url, course_id, assignment)
     if notebooks:
         return notebooks
     if not (course / "source" / assignment).is_dir():
         raise UsageError(f"no source/{assignment} in {course}")
     log.info("Running nbgrader generate_assignment %s --force in %s", assignment, course)
     result = subprocess.run(
-        nbgrader_command("generate_assignment", assignment, "--force"),
+        nbgrader_command("generate_assignment", assignment, "--force", f"--CourseDirectory.db_url={url}"),
         cwd=course,
         env=nbgrader_env(),
         capture_output=True,
@@ -204,27 +216,32 @@ def ensure_gradebook(course: Path, assignment: str, regenerate: bool) -> list[st
     )
     if result.returncode != 0:
         raise UsageError(f"nbgrader generate_assignment failed:\n{result.stdout}{result.stderr}")
-    notebooks = assignment_notebooks(course / "gradebook.db", assignment)
+    notebooks = assignment_notebooks(url, course_id, assignment)
     if not notebooks:
-        raise UsageError(f"the gradebook in {course} has no notebooks for {assignment}")
+        raise UsageError(f"the gradebook of {course} has no notebooks for {assignment}")
     return notebooks
 
 
-def build_scratch(course: Path, assignment: str, scratch: Path, *, sandboxed: bool) -> None:
-    """Create the scratch course: config, gradebook copy, non-notebook source files, kernelspec."""
+def build_template(course: Path, url: str, course_id: str, assignment: str, template: Path) -> Path:
+    """The scratch-course template every submission is graded in, built once per batch.
+
+    It holds the course's ``nbgrader_config.py``, a gradebook with the assignment's definition
+    only (no student's records) and the assignment's non-notebook source files (data files
+    nbgrader copies next to every submission).  No solution notebook is in it.
+    """
+    from grading.results import copy_assignment_definition
+
+    template.mkdir(parents=True, exist_ok=True)
     config = course / "nbgrader_config.py"
     if config.is_file():
-        shutil.copy2(config, scratch / "nbgrader_config.py")
-    shutil.copy2(course / "gradebook.db", scratch / "gradebook.db")
+        shutil.copy2(config, template / "nbgrader_config.py")
+    copy_assignment_definition(url, course_id, gradebook_url(template / "gradebook.db"), course_id, assignment)
     source = course / "source" / assignment
-    dest = scratch / "source" / assignment
+    dest = template / "source" / assignment
     dest.mkdir(parents=True)
     if source.is_dir():
         copy_tree(source, dest, skip_suffixes=(".ipynb",))
-    for name in ("submitted", "autograded", "feedback", "runtime", "logs", "tmp"):
-        (scratch / name).mkdir(exist_ok=True)
-    if sandboxed:
-        sandbox.write_sealed_kernelspec(scratch / "jupyter")
+    return template
 
 
 def scratch_args(scratch: Path) -> list[str]:

@@ -14,7 +14,7 @@ import shutil
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,99}$")
 SKIP_NAMES = {".ipynb_checkpoints", "__pycache__", ".DS_Store", "__MACOSX"}
@@ -214,39 +214,17 @@ def adopt_renamed_notebook(folder: Path, notebooks: Sequence[str]) -> str | None
     return f"graded {found[0].name!r} as {expected.name}"
 
 
-def content_hash(sub: Submission, limits: Limits = Limits()) -> str:
-    """SHA-256 over the relative names and bytes of what would be staged for ``sub``.
+def read_files(folder: Path) -> dict[str, bytes]:
+    """Every regular file under ``folder`` (as staged, so already bounded): relative path -> bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and not p.is_symlink()}
 
-    Files that staging skips (links, tool caches) do not count; an unusable submission hashes its
-    problem text, so fixing the problem changes the hash.
-    """
+
+def files_hash(files: Mapping[str, bytes]) -> str:
+    """SHA-256 over the relative names and contents of a staged submission."""
     digest = hashlib.sha256()
-    if sub.path is None:
-        digest.update(b"problem\0" + (sub.problem or "").encode())
-        return digest.hexdigest()
-    if sub.notebook_file is not None:
-        files = [(sub.notebook_file.name, sub.notebook_file)]
-    else:
-        files = []
-        for root, dirs, names in os.walk(sub.path):
-            root_path = Path(root)
-            dirs[:] = sorted(d for d in dirs if d not in SKIP_NAMES and not (root_path / d).is_symlink())
-            for name in sorted(names):
-                path = root_path / name
-                if name in SKIP_NAMES or path.is_symlink() or not path.is_file():
-                    continue
-                files.append((str(path.relative_to(sub.path)), path))
-                if len(files) > limits.max_submission_files:
-                    break
-    total = 0
-    for name, path in files:
-        digest.update(name.encode() + b"\0")
-        with open(path, "rb") as fin:
-            while chunk := fin.read(1 << 20):
-                total += len(chunk)
-                if total > limits.max_submission_bytes:
-                    digest.update(b"too large")
-                    return digest.hexdigest()
-                digest.update(chunk)
-        digest.update(b"\0")
+    for name in sorted(files):
+        data = files[name]
+        digest.update(f"{name}\0{len(data)}\0".encode())
+        digest.update(data)
     return digest.hexdigest()
