@@ -23,6 +23,7 @@ from traitlets import Float, Integer
 from traitlets.config import Configurable
 
 from grading import run_one, scratch
+from grading.ledger import LEDGER_NAME, Ledger
 from grading.results import join_notes, merge_record, read_result, write_student_files
 from grading.run_one import Job, Status, StudentResult
 from grading.submissions import (MAX_SUBMISSION_BYTES, MAX_SUBMISSION_FILES, Limits, Submission, UsageError,
@@ -79,6 +80,10 @@ class BatchOptions:
     sandboxed: bool = True
     keep_scratch: bool = False
     workers: int | None = None  # default: the machine's cores
+    force: bool = False  # regrade submissions the ledger says were graded from the same files
+    scheduler: str | None = None  # address of a Dask scheduler to send the jobs to
+    report: Path | None = None  # class report folder (report.html, PNG plots, per_cell.csv)
+    gradescope: Path | None = None  # folder of Gradescope results.json, one per student
 
 
 @dataclass
@@ -223,7 +228,7 @@ def grade_all(jobs: Iterator[Job | StudentResult], submit: Submit, workers: int,
                                        content_hash=job.content_hash)
             if result.status == Status.CRASHED and attempt == 1:
                 log.warning("grading %s crashed (%s); trying once more", job.student, result.note)
-                running[submit(job)] = (job, 2, result.note)
+                running[submit(job)] = (job, 2, result.note or "the grading process died")
                 continue
             result.attempts = attempt
             if earlier:
@@ -235,16 +240,54 @@ def grade_all(jobs: Iterator[Job | StudentResult], submit: Submit, workers: int,
 class Coordinator:
     """Writes what workers return: result files, logs and the gradebook (the only writer)."""
 
-    def __init__(self, options: BatchOptions, prepared: Prepared, out: Path,
+    def __init__(self, options: BatchOptions, prepared: Prepared, out: Path, ledger: Ledger,
                  on_result: Callable[[StudentResult], None] | None = None) -> None:
-        self.options, self.prepared, self.out = options, prepared, out
+        self.options, self.prepared, self.out, self.ledger = options, prepared, out, ledger
         self.results: list[StudentResult] = []
         self.on_result = on_result
         self.logs = out / "grading_logs" / options.assignment
 
-    def accept(self, result: StudentResult) -> None:
-        """Record one result: files first, then the gradebook, then the score read back from it."""
+    def merge(self, result: StudentResult) -> None:
+        """Merge a graded result into the gradebook, read its score back, mark it merged in the ledger."""
         assignment, target = self.options.assignment, self.prepared.target
+        if result.status == Status.GRADED and result.record is not None:
+            merge_record(target.url, target.course_id, assignment, result.record)
+            read = read_result(target.url, target.course_id, assignment, result.student)
+            if read is not None:
+                result.score, result.max_score, result.failed_tests = read[0], read[1], read[2]
+        self.ledger.mark_merged(assignment, result.student)
+
+    def finish_interrupted(self) -> int:
+        """Merge what a killed batch recorded but did not merge; return how many."""
+        pending = self.ledger.unmerged(self.options.assignment)
+        for result in pending:
+            self.merge(result)
+        return len(pending)
+
+    def resumed(self, job: Job) -> StudentResult | None:
+        """The ledger's result for a job graded before from the same files (unless ``--force``)."""
+        if self.options.force:
+            return None
+        entry = self.ledger.get(self.options.assignment, job.student)
+        if entry is None or not entry.merged or entry.content_hash != job.content_hash \
+                or entry.result.status != Status.GRADED:
+            return None
+        target = self.prepared.target
+        if read_result(target.url, target.course_id, self.options.assignment, job.student) is None:
+            return None  # not in this gradebook (a new --out, a restored gradebook): grade again
+        result = entry.result
+        result.resumed = True
+        result.note = join_notes(result.note, "graded before from the same files (--force regrades)")
+        return result
+
+    def accept(self, result: StudentResult) -> None:
+        """Record one result: files, then the ledger, then the gradebook, then the score read back from it."""
+        if result.resumed:
+            self.results.append(result)
+            if self.on_result is not None:
+                self.on_result(result)
+            return
+        assignment = self.options.assignment
         if result.status == Status.GRADED and (result.files or result.copy_failed):
             try:
                 write_student_files(self.out, assignment, result.student, result.files, clear=result.copy_failed)
@@ -257,11 +300,8 @@ class Coordinator:
             (self.logs / f"{result.student}.log").write_bytes(result.log_text)
         except OSError as exc:
             log.warning("log of %s not written: %s", result.student, exc)
-        if result.status == Status.GRADED and result.record is not None:
-            merge_record(target.url, target.course_id, assignment, result.record)
-            read = read_result(target.url, target.course_id, assignment, result.student)
-            if read is not None:
-                result.score, result.max_score, result.failed_tests = read[0], read[1], read[2]
+        self.ledger.record(assignment, result)
+        self.merge(result)
         result.files = {}  # written; do not keep every notebook of the class in memory
         self.results.append(result)
         if self.on_result is not None:
@@ -272,7 +312,8 @@ def write_batch_record(path: Path, outcome: BatchOutcome, workers: int) -> None:
     """A JSON record of the batch: per submission status, score, timings, attempts and worker."""
     rows = [{"student": r.student, "status": str(r.status), "score": r.score, "max_score": r.max_score,
              "seconds": round(r.seconds, 3), "started": r.started, "phases": r.phases, "attempts": r.attempts,
-             "worker": r.worker, "content_hash": r.content_hash, "note": r.note}
+             "worker": r.worker, "content_hash": r.content_hash, "note": r.note, "tampered": r.tampered,
+             "kernel_test_cell_seconds": round(sum(c.seconds or 0.0 for c in r.cell_runs.values()), 3)}
             for r in sorted(outcome.results, key=lambda r: r.student)]
     record = {"workers": workers, "fixed_seconds": round(outcome.fixed_seconds, 3),
               "seconds": round(time.monotonic() - outcome.started, 3), "submissions": rows}
@@ -281,6 +322,30 @@ def write_batch_record(path: Path, outcome: BatchOutcome, workers: int) -> None:
         path.write_text(json.dumps(record, indent=1) + "\n")
     except OSError as exc:
         log.warning("batch record not written: %s", exc)
+
+
+def grade_cell_points(url: str, course_id: str, assignment: str) -> dict[tuple[str, str], float]:
+    """(notebook, grade_id) -> points of every graded cell of the assignment."""
+    from nbgrader.api import Gradebook
+
+    with Gradebook(url, course_id) as gb:
+        return {(nb.name, cell.name): float(cell.max_score)
+                for nb in gb.find_assignment(assignment).notebooks for cell in nb.grade_cells}
+
+
+def write_class_outputs(options: BatchOptions, course: Path, prepared: Prepared, outcome: BatchOutcome) -> None:
+    """The class report and the Gradescope results, as asked."""
+    from grading import report
+
+    points = grade_cell_points(prepared.target.url, prepared.target.course_id, options.assignment)
+    sources = {nb: course / "source" / options.assignment / f"{nb}.ipynb" for nb in prepared.notebooks}
+    cells = report.assignment_cells(sources, points)
+    if options.report:
+        page = report.write_report(options.report.resolve(), options.assignment, outcome.results, cells)
+        log.info("class report: %s", page)
+    if options.gradescope:
+        written = report.write_gradescope(options.gradescope.resolve(), outcome.results, cells)
+        log.info("Gradescope results: %d results.json in %s", len(written), options.gradescope.resolve())
 
 
 def export_grades(options: BatchOptions, scratch_dir: Path, target: Target) -> bool:
@@ -299,11 +364,13 @@ def export_grades(options: BatchOptions, scratch_dir: Path, target: Target) -> b
 
 
 def run_batch(options: BatchOptions, on_result: Callable[[StudentResult], None] | None = None,
-              submit: Submit | None = None) -> BatchOutcome:
+              submit: Submit | None = None, on_start: Callable[[int], None] | None = None) -> BatchOutcome:
     """Grade the submissions (raises UsageError for an unusable course or arguments).
 
-    ``submit`` runs a job somewhere and returns a future of its result (default: a pool of
-    ``options.workers`` threads, each driving its own nbgrader process).
+    ``submit`` runs a job somewhere and returns a future of its result (default: the Dask cluster
+    at ``options.scheduler``, else a pool of ``options.workers`` threads, each driving its own
+    nbgrader process).  ``on_start`` is called
+    with the number of submissions once they are known, ``on_result`` with each result.
     """
     start = time.monotonic()
     course = options.course.resolve()
@@ -311,23 +378,41 @@ def run_batch(options: BatchOptions, on_result: Callable[[StudentResult], None] 
     scratch_dir = Path(tempfile.mkdtemp(prefix="nbgrader-batch-"))
     workers = options.workers or default_workers()
     pool = None
+    ledger = None
+    close_cluster: Callable[[], None] | None = None
     try:
         prepared = prepare(options, course, scratch_dir, out)
         timeout = options.timeout if options.timeout is not None else prepared.settings.timeout
-        coordinator = Coordinator(options, prepared, out, on_result)
+        ledger = Ledger(out / LEDGER_NAME)
+        coordinator = Coordinator(options, prepared, out, ledger, on_result)
+        finished = coordinator.finish_interrupted()
+        if finished:
+            log.info("merged %d result(s) an interrupted batch had recorded", finished)
         outcome = BatchOutcome(coordinator.results, out, gradebook=prepared.target.display, started=start)
         outcome.fixed_seconds = time.monotonic() - start
+        if submit is None and options.scheduler:
+            from grading.dask_pool import dask_submitter
+
+            submit, close_cluster, workers = dask_submitter(options.scheduler, options.workers)
         if submit is None:
             pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grade")
             work_root = str(scratch_dir)
             submit = lambda job: pool.submit(run_one.grade_one, job, work_root)  # noqa: E731
         staging = scratch_dir / "staging"
-        jobs = (make_job(sub, prepared, options, staging, timeout) for sub in prepared.submissions)
+        def jobs() -> Iterator[Job | StudentResult]:
+            for sub in prepared.submissions:
+                item = make_job(sub, prepared, options, staging, timeout)
+                yield (coordinator.resumed(item) or item) if isinstance(item, Job) else item
+
         try:
-            grade_all(jobs, submit, workers, coordinator.accept)
+            if on_start is not None:
+                on_start(len(prepared.submissions))
+            grade_all(jobs(), submit, workers, coordinator.accept)
         except OSError as exc:
             outcome.copy_error = f"results could not be written to {out}: {exc}"
         write_batch_record(out / "grading_logs" / options.assignment / "batch.json", outcome, workers)
+        if options.report or options.gradescope:
+            write_class_outputs(options, course, prepared, outcome)
         if options.export and not export_grades(options, scratch_dir, prepared.target):
             outcome.warnings.append("export failed, see _steps.log in the logs")
             log.warning("export failed, see _steps.log in the logs")
@@ -338,6 +423,10 @@ def run_batch(options: BatchOptions, on_result: Callable[[StudentResult], None] 
     finally:
         if pool is not None:
             pool.shutdown(wait=True)
+        if close_cluster is not None:
+            close_cluster()
+        if ledger is not None:
+            ledger.close()
         steps_log = scratch_dir / "logs" / "_steps.log"
         if steps_log.is_file():
             logs = out / "grading_logs" / options.assignment

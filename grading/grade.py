@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Sequence
 
 from grading import sandbox
+from grading.progress import Progress
 from grading.batch import BatchOptions, BatchOutcome, GradeBatch, batch_settings, default_workers, run_batch
 from grading.results import (collect_result_files, cut_log, format_table, join_notes, merge_record, read_record,
                              read_result, write_student_files)
@@ -90,6 +91,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--regenerate", action="store_true", help="run generate_assignment even if graded before")
     parser.add_argument("--no-sandbox", action="store_true", help="development only: run kernels unsandboxed")
     parser.add_argument("--keep-scratch", action="store_true", help="keep the batch's scratch folder for inspection")
+    parser.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                        help="send the grading jobs to this Dask scheduler (e.g. tcp://10.0.0.5:8786)")
+    parser.add_argument("--report", type=Path, default=None, metavar="DIR",
+                        help="write a class report here (report.html, PNG plots, per_cell.csv)")
+    parser.add_argument("--gradescope", type=Path, default=None, metavar="DIR",
+                        help="write a Gradescope results.json per student here (DIR/<student>/results.json)")
+    parser.add_argument("--force", action="store_true",
+                        help="regrade submissions already graded from the same files (see grading_ledger.sqlite)")
     parser.add_argument("--workers", type=int, default=None,
                         help=f"submissions graded at once (default: the cores here, {default_workers()})")
     return parser.parse_args(argv)
@@ -100,7 +109,8 @@ def options_from(args: argparse.Namespace) -> BatchOptions:
     return BatchOptions(course=args.course, assignment=args.assignment, submissions=list(args.submissions),
                         out=args.out, feedback=args.feedback, export=args.export, timeout=args.timeout,
                         regenerate=args.regenerate, sandboxed=not args.no_sandbox, keep_scratch=args.keep_scratch,
-                        workers=args.workers)
+                        workers=args.workers, force=args.force, scheduler=args.scheduler, report=args.report,
+                        gradescope=args.gradescope)
 
 
 class _ConsoleFormatter(logging.Formatter):
@@ -146,12 +156,15 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     handler = console_logging()
+    progress = Progress(sys.stdout)
     try:
         try:
-            outcome = run_batch(options)
+            outcome = run_batch(options, on_result=progress.update, on_start=progress.begin)
         except UsageError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+        finally:
+            progress.close()
         sys.stdout.flush()
         if outcome.copy_error is not None:
             print(f"error: {outcome.copy_error}", file=sys.stderr)

@@ -241,3 +241,100 @@ def format_table(results: Sequence[StudentResult]) -> str:
         cells = [cell.ljust(width) for cell, width in zip(row, widths)]
         lines.append("  ".join([*cells, row[-1]]).rstrip())
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- what the graded notebook shows
+
+
+@dataclass(frozen=True)
+class CellRun:
+    """One test cell as the kernel ran it: seconds (nbclient's timing) and its text output (capped)."""
+
+    seconds: float | None
+    output: str
+
+
+MAX_CELL_OUTPUT = 10_000
+
+
+def _cell_seconds(cell: dict) -> float | None:
+    """Kernel execution time of a cell from nbclient's ``metadata.execution`` timestamps."""
+    from datetime import datetime
+
+    timing = cell.get("metadata", {}).get("execution", {})
+    try:
+        begin = timing.get("iopub.execute_input") or timing["shell.execute_reply.started"]
+        end = timing["shell.execute_reply"]
+        return max(0.0, (datetime.fromisoformat(end.replace("Z", "+00:00"))
+                         - datetime.fromisoformat(begin.replace("Z", "+00:00"))).total_seconds())
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+
+
+def _cell_text(cell: dict) -> str:
+    parts = []
+    for output in cell.get("outputs", []):
+        kind = output.get("output_type")
+        if kind == "stream":
+            text = output.get("text", "")
+            parts.append("".join(text) if isinstance(text, list) else str(text))
+        elif kind == "error":
+            parts.append(f"{output.get('ename', '')}: {output.get('evalue', '')}\n")
+        elif kind in ("execute_result", "display_data"):
+            text = output.get("data", {}).get("text/plain", "")
+            parts.append(("".join(text) if isinstance(text, list) else str(text)) + "\n")
+    return "".join(parts)[:MAX_CELL_OUTPUT]
+
+
+def graded_cell_runs(notebook: Path) -> dict[str, CellRun]:
+    """grade_id -> run of every test cell of an autograded notebook."""
+    import nbformat
+
+    runs: dict[str, CellRun] = {}
+    try:
+        nb = nbformat.read(notebook, as_version=4)
+    except Exception:  # noqa: BLE001 (an unreadable notebook has no runs)
+        return runs
+    for cell in nb.cells:
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        if meta.get("grade") and not meta.get("solution") and meta.get("grade_id"):
+            runs[meta["grade_id"]] = CellRun(_cell_seconds(cell), _cell_text(cell))
+    return runs
+
+
+def find_tampering(notebook: Path, url: str, course_id: str, assignment: str, name: str) -> list[str]:
+    """How a submitted notebook departs from the release in its locked cells (nbgrader's checksums).
+
+    Edited or deleted test and read-only cells, and a file that is not a notebook; nbgrader grades
+    with the gradebook's copy of those cells whatever the student did, so this is for the report.
+    """
+    import nbformat
+    from nbgrader import utils as nbgrader_utils
+
+    if not notebook.is_file():
+        return [f"{name}.ipynb missing"]
+    try:
+        nb = nbformat.read(notebook, as_version=4)
+    except Exception as exc:  # noqa: BLE001
+        return [f"{name}.ipynb is not a notebook ({type(exc).__name__})"]
+    with Gradebook(url, course_id) as gb:
+        try:
+            stored = {c.name: c.checksum for c in gb.find_notebook(name, assignment).source_cells if c.locked}
+        except MissingEntry:
+            return []
+    seen: dict[str, int] = {}
+    problems = []
+    for cell in nb.cells:
+        gid = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+        if gid not in stored:
+            continue
+        seen[gid] = seen.get(gid, 0) + 1
+        try:
+            checksum = nbgrader_utils.compute_checksum(cell)
+        except Exception:  # noqa: BLE001
+            checksum = None
+        if checksum != stored[gid]:
+            problems.append(f"edited {gid}")
+    problems += [f"deleted {gid}" for gid in stored if gid not in seen]
+    problems += [f"duplicated {gid}" for gid, count in seen.items() if count > 1]
+    return problems

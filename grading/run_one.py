@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from grading import sandbox
-from grading.results import GradebookRecord, collect_result_files, join_notes, read_log, read_record
+from grading.results import (CellRun, GradebookRecord, collect_result_files, find_tampering, join_notes, read_log,
+                             read_record, graded_cell_runs)
 from grading.scratch import gradebook_url, nbgrader_command, nbgrader_env, scratch_args
 from grading.submissions import Limits, UsageError
 
@@ -81,6 +82,15 @@ class StudentResult:
     phases: dict[str, float] = field(default_factory=dict)  # seconds: setup, autograde, feedback, collect
     worker: str = ""  # where it ran (host:pid)
     started: float = 0.0  # wall clock (time.time()) when grading began, for the batch record
+    resumed: bool = False  # taken from the ledger: graded before from the same files
+    tampered: list[str] = field(default_factory=list)  # locked cells edited or deleted (for the report)
+    cell_runs: dict[str, CellRun] = field(default_factory=dict)  # test cell grade_id -> kernel run
+
+
+def die_with_parent() -> list[str]:
+    """A prefix that kills the command when the thread that started it dies (the batch was killed)."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
 
 
 def run_bounded(cmd: Sequence[str], *, cwd: Path, env: dict[str, str], timeout: float, log: Path) -> int | None:
@@ -91,7 +101,7 @@ def run_bounded(cmd: Sequence[str], *, cwd: Path, env: dict[str, str], timeout: 
     """
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            list(cmd), cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            [*die_with_parent(), *cmd], cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
         try:
@@ -200,6 +210,10 @@ def grade_one(job: Job, work_root: str | None = None) -> StudentResult:
         if job.note:
             with open(log, "a") as out:
                 out.write(f"{job.note}\n")
+        url = gradebook_url(work / "gradebook.db")
+        submitted = work / "submitted" / job.student / job.assignment
+        for name in job.notebooks:
+            result.tampered += find_tampering(submitted / f"{name}.ipynb", url, job.course_id, job.assignment, name)
         phases["setup"] = time.monotonic() - start
         env = nbgrader_env(work)
         tick = time.monotonic()
@@ -216,11 +230,13 @@ def grade_one(job: Job, work_root: str | None = None) -> StudentResult:
             result.status = Status.CRASHED
             result.note = join_notes(job.note, f"nbgrader died of signal {-code}")
             return result
-        record = read_record(gradebook_url(work / "gradebook.db"), job.course_id, job.assignment, job.student)
+        record = read_record(url, job.course_id, job.assignment, job.student)
         if code != 0 or record is None or not autograded_ok(work, job.assignment, job.student, job.notebooks):
             result.note = join_notes(job.note, f"nbgrader failed, see {log.name}")
             return result
         result.status, result.record = Status.GRADED, record
+        for name in job.notebooks:
+            result.cell_runs.update(graded_cell_runs(partial / f"{name}.ipynb"))
         try:
             prune_autograded(partial, job.notebooks)
         except OSError as exc:

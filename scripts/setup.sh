@@ -27,13 +27,27 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
-if ! command -v bwrap >/dev/null 2>&1; then
+# apt_install PACKAGE WHY: install a Debian package when running as root with apt; false otherwise.
+apt_install() {
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "setup: installing bubblewrap (the grading sandbox)"
+    echo "setup: installing $1 ($2)"
     apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1" >/dev/null
   else
+    return 1
+  fi
+}
+
+if ! command -v bwrap >/dev/null 2>&1; then
+  if ! apt_install bubblewrap "the grading sandbox"; then
     echo "setup: bubblewrap is required for sealed grading: install it (e.g. 'sudo apt-get install bubblewrap')" >&2
     exit 1
+  fi
+fi
+
+# PostgreSQL server binaries: the gradebook tests start a throw-away server (tests/pgserver.py).
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
+  if ! apt_install postgresql "for the PostgreSQL gradebook tests"; then
+    echo "setup: PostgreSQL server binaries not found; the postgres tests will be skipped (install 'postgresql')" >&2
   fi
 fi
