@@ -242,7 +242,10 @@ class Coordinator:
 
     def __init__(self, options: BatchOptions, prepared: Prepared, out: Path, ledger: Ledger,
                  on_result: Callable[[StudentResult], None] | None = None) -> None:
+        from nbgrader.api import Gradebook
+
         self.options, self.prepared, self.out, self.ledger = options, prepared, out, ledger
+        self.gradebook = Gradebook(prepared.target.url, prepared.target.course_id)  # one connection per batch
         self.results: list[StudentResult] = []
         self.on_result = on_result
         self.logs = out / "grading_logs" / options.assignment
@@ -251,11 +254,16 @@ class Coordinator:
         """Merge a graded result into the gradebook, read its score back, mark it merged in the ledger."""
         assignment, target = self.options.assignment, self.prepared.target
         if result.status == Status.GRADED and result.record is not None:
-            merge_record(target.url, target.course_id, assignment, result.record)
-            read = read_result(target.url, target.course_id, assignment, result.student)
+            merge_record(self.gradebook, target.course_id, assignment, result.record)
+            read = read_result(self.gradebook, target.course_id, assignment, result.student)
+            self.gradebook.db.commit()  # end the read transaction: other gradebook users may write
             if read is not None:
                 result.score, result.max_score, result.failed_tests = read[0], read[1], read[2]
         self.ledger.mark_merged(assignment, result.student)
+
+    def close(self) -> None:
+        """Close the gradebook connection."""
+        self.gradebook.close()
 
     def finish_interrupted(self) -> int:
         """Merge what a killed batch recorded but did not merge; return how many."""
@@ -273,7 +281,9 @@ class Coordinator:
                 or entry.result.status != Status.GRADED:
             return None
         target = self.prepared.target
-        if read_result(target.url, target.course_id, self.options.assignment, job.student) is None:
+        found = read_result(self.gradebook, target.course_id, self.options.assignment, job.student)
+        self.gradebook.db.commit()
+        if found is None:
             return None  # not in this gradebook (a new --out, a restored gradebook): grade again
         result = entry.result
         result.resumed = True
@@ -379,6 +389,7 @@ def run_batch(options: BatchOptions, on_result: Callable[[StudentResult], None] 
     workers = options.workers or default_workers()
     pool = None
     ledger = None
+    coordinator = None
     close_cluster: Callable[[], None] | None = None
     try:
         prepared = prepare(options, course, scratch_dir, out)
@@ -425,6 +436,8 @@ def run_batch(options: BatchOptions, on_result: Callable[[StudentResult], None] 
             pool.shutdown(wait=True)
         if close_cluster is not None:
             close_cluster()
+        if coordinator is not None:
+            coordinator.close()
         if ledger is not None:
             ledger.close()
         steps_log = scratch_dir / "logs" / "_steps.log"

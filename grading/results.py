@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Sequence
 
 from nbgrader.api import Gradebook, MissingEntry
+from sqlalchemy import create_engine, text
 
 from grading.submissions import Limits, UsageError
 
@@ -29,21 +30,28 @@ def join_notes(*notes: str) -> str:
     return "; ".join(n for n in notes if n)
 
 
-def read_result(url: str, course_id: str, assignment: str, student: str) -> tuple[float, float, list[str]] | None:
-    """``(score, max_score, ids of cells below full marks)`` of a graded submission, or ``None``."""
-    with Gradebook(url, course_id) as gb:
-        try:
-            submission = gb.find_submission(assignment, student)
-        except MissingEntry:
-            return None
-        failed = []
-        for notebook in submission.notebooks:
-            for grade in notebook.grades:
-                if grade.auto_score is None and grade.manual_score is None:
-                    continue
-                if grade.score < grade.max_score:
-                    failed.append(grade.name)
-        return float(submission.score), float(submission.max_score), sorted(failed)
+def read_result(url: str | Gradebook, course_id: str, assignment: str,
+                student: str) -> tuple[float, float, list[str]] | None:
+    """``(score, max_score, ids of cells below full marks)`` of a graded submission, or ``None``.
+
+    ``url`` may be an open :class:`Gradebook` (the coordinator keeps one open for the batch).
+    """
+    if not isinstance(url, Gradebook):
+        with Gradebook(url, course_id) as gb:
+            return read_result(gb, course_id, assignment, student)
+    gb = url
+    try:
+        submission = gb.find_submission(assignment, student)
+    except MissingEntry:
+        return None
+    failed = []
+    for notebook in submission.notebooks:
+        for grade in notebook.grades:
+            if grade.auto_score is None and grade.manual_score is None:
+                continue
+            if grade.score < grade.max_score:
+                failed.append(grade.name)
+    return float(submission.score), float(submission.max_score), sorted(failed)
 
 
 # --------------------------------------------------------------------------- gradebook records
@@ -93,6 +101,14 @@ def copy_assignment_definition(src_url: str, src_course: str, dest_url: str, des
                 [(c.name, c.cell_type, c.locked, c.source, c.checksum) for c in nb.source_cells],
             ))
         duedate = definition.duedate
+        version = src.db.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    if version:  # a new gradebook otherwise asks the alembic command for it (seconds on a busy machine)
+        engine = create_engine(dest_url)
+        with engine.begin() as conn:
+            conn.execute(text("CREATE TABLE IF NOT EXISTS alembic_version (version_num VARCHAR(32) NOT NULL)"))
+            conn.execute(text("DELETE FROM alembic_version"))
+            conn.execute(text("INSERT INTO alembic_version (version_num) VALUES (:v)"), {"v": version})
+        engine.dispose()
     with Gradebook(dest_url, dest_course) as dest:
         target = dest.update_or_create_assignment(assignment, duedate=duedate)
         for name, kernelspec, grades, solutions, tasks, sources in notebooks:
@@ -130,22 +146,27 @@ def read_record(url: str, course_id: str, assignment: str, student: str) -> Grad
         return GradebookRecord(student, timestamp, penalties, cells)
 
 
-def merge_record(url: str, course_id: str, assignment: str, record: GradebookRecord) -> None:
+def merge_record(url: str | Gradebook, course_id: str, assignment: str, record: GradebookRecord) -> None:
     """Write one student's autograde results into the course gradebook, as ``nbgrader autograde`` would.
 
     The student and submission are created if missing (``update_or_create_submission``, the
     timestamp only when one was submitted); auto scores, auto comments and late penalties are
     replaced; manual scores, manual comments and extra credit are kept, and a cell with a manual
-    score is marked for review again (``SaveAutoGrades``' rule).
+    score is marked for review again (``SaveAutoGrades``' rule).  ``url`` may be an open Gradebook.
     """
-    with Gradebook(url, course_id) as gb:
-        try:
-            gb.find_student(record.student)
-        except MissingEntry:
-            gb.add_student(record.student)
-        kwargs = {"timestamp": record.timestamp} if record.timestamp else {}
-        submission = gb.update_or_create_submission(assignment, record.student, **kwargs)
-        by_key = {(c.notebook, c.name, c.is_grade): c for c in record.cells}
+    if not isinstance(url, Gradebook):
+        with Gradebook(url, course_id) as gb:
+            merge_record(gb, course_id, assignment, record)
+        return
+    gb = url
+    try:
+        gb.find_student(record.student)
+    except MissingEntry:
+        gb.add_student(record.student)
+    kwargs = {"timestamp": record.timestamp} if record.timestamp else {}
+    submission = gb.update_or_create_submission(assignment, record.student, **kwargs)
+    by_key = {(c.notebook, c.name, c.is_grade): c for c in record.cells}
+    with gb.db.no_autoflush:
         for nb in submission.notebooks:
             if nb.name in record.late_penalties:
                 nb.late_submission_penalty = record.late_penalties[nb.name]
@@ -159,7 +180,7 @@ def merge_record(url: str, course_id: str, assignment: str, record: GradebookRec
                 cell = by_key.get((nb.name, comment.name, False))
                 if cell is not None:
                     comment.auto_comment = cell.auto_comment
-        gb.db.commit()
+    gb.db.commit()
 
 
 # --------------------------------------------------------------------------- result files
