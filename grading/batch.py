@@ -24,7 +24,7 @@ from traitlets.config import Configurable
 
 from grading import run_one, scratch
 from grading.ledger import LEDGER_NAME, Ledger
-from grading.results import join_notes, merge_record, read_result, write_student_files
+from grading.results import join_notes, locked_checksums, merge_record, read_result, write_student_files
 from grading.run_one import Job, Status, StudentResult
 from grading.submissions import (MAX_SUBMISSION_BYTES, MAX_SUBMISSION_FILES, Limits, Submission, UsageError,
                                  collect_submissions, files_hash, read_files, stage_submission)
@@ -125,6 +125,7 @@ class Prepared:
     course_id: str
     target: Target
     template: bytes
+    released: dict[str, dict[str, str]] = field(default_factory=dict)  # notebook -> locked cell checksums
 
 
 def target_gradebook(course_url: str, course_id: str, out: Path, to_course: bool) -> Target:
@@ -159,7 +160,14 @@ def prepare(options: BatchOptions, course: Path, scratch_dir: Path, out: Path) -
                                       settings.limits())
     template = scratch.build_template(course, url, course_id, options.assignment, scratch_dir / "template")
     target = target_gradebook(url, course_id, out, to_course=options.out is None)
-    return Prepared(notebooks, submissions, settings, course_id, target, run_one.pack_tree(template))
+    released = {}
+    for name in notebooks:
+        path = course / "release" / options.assignment / f"{name}.ipynb"
+        try:
+            released[name] = locked_checksums(path)
+        except (OSError, ValueError):
+            log.warning("no release of %s to check submissions against (%s)", name, path)
+    return Prepared(notebooks, submissions, settings, course_id, target, run_one.pack_tree(template), released)
 
 
 def make_job(sub: Submission, prepared: Prepared, options: BatchOptions, staging: Path,
@@ -181,7 +189,7 @@ def make_job(sub: Submission, prepared: Prepared, options: BatchOptions, staging
     return Job(student=sub.student, assignment=options.assignment, notebooks=tuple(prepared.notebooks),
                files=files, template=prepared.template, course_id=prepared.course_id, sandboxed=options.sandboxed,
                timeout=timeout, feedback=options.feedback, limits=limits, content_hash=files_hash(files),
-               note="; ".join(notes))
+               note="; ".join(notes), released=prepared.released)
 
 
 Submit = Callable[[Job], Future]

@@ -323,39 +323,51 @@ def graded_cell_runs(notebook: Path) -> dict[str, CellRun]:
     return runs
 
 
-def find_tampering(notebook: Path, url: str, course_id: str, assignment: str, name: str) -> list[str]:
+def locked_checksums(notebook: Path) -> dict[str, str]:
+    """grade_id -> nbgrader checksum of every locked cell of a (release) notebook."""
+    import nbformat
+    from nbgrader import utils as nbgrader_utils
+
+    nb = nbformat.read(notebook, as_version=4)
+    found = {}
+    for cell in nb.cells:
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        if meta.get("locked") and meta.get("grade_id"):
+            found[meta["grade_id"]] = nbgrader_utils.compute_checksum(cell)
+    return found
+
+
+def find_tampering(notebook: Path, released: Mapping[str, str], name: str) -> list[str]:
     """How a submitted notebook departs from the release in its locked cells (nbgrader's checksums).
 
-    Edited or deleted test and read-only cells, and a file that is not a notebook; nbgrader grades
-    with the gradebook's copy of those cells whatever the student did, so this is for the report.
+    ``released`` maps grade_id -> checksum of each locked cell as released.  Edited, deleted or
+    duplicated test and read-only cells, and a file that is not a notebook; nbgrader grades with
+    the gradebook's copy of those cells whatever the student did, so this is for the report.
     """
     import nbformat
     from nbgrader import utils as nbgrader_utils
 
+    if not released:
+        return []
     if not notebook.is_file():
         return [f"{name}.ipynb missing"]
     try:
         nb = nbformat.read(notebook, as_version=4)
     except Exception as exc:  # noqa: BLE001
         return [f"{name}.ipynb is not a notebook ({type(exc).__name__})"]
-    with Gradebook(url, course_id) as gb:
-        try:
-            stored = {c.name: c.checksum for c in gb.find_notebook(name, assignment).source_cells if c.locked}
-        except MissingEntry:
-            return []
     seen: dict[str, int] = {}
     problems = []
     for cell in nb.cells:
         gid = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
-        if gid not in stored:
+        if gid not in released:
             continue
         seen[gid] = seen.get(gid, 0) + 1
         try:
             checksum = nbgrader_utils.compute_checksum(cell)
         except Exception:  # noqa: BLE001
             checksum = None
-        if checksum != stored[gid]:
+        if checksum != released[gid]:
             problems.append(f"edited {gid}")
-    problems += [f"deleted {gid}" for gid in stored if gid not in seen]
+    problems += [f"deleted {gid}" for gid in released if gid not in seen]
     problems += [f"duplicated {gid}" for gid, count in seen.items() if count > 1]
     return problems

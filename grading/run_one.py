@@ -60,6 +60,7 @@ class Job:
     limits: Limits = Limits()
     content_hash: str = ""
     note: str = ""  # from intake (a renamed notebook)
+    released: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # notebook -> locked cell checksums
 
 
 @dataclass
@@ -213,7 +214,7 @@ def grade_one(job: Job, work_root: str | None = None) -> StudentResult:
         url = gradebook_url(work / "gradebook.db")
         submitted = work / "submitted" / job.student / job.assignment
         for name in job.notebooks:
-            result.tampered += find_tampering(submitted / f"{name}.ipynb", url, job.course_id, job.assignment, name)
+            result.tampered += find_tampering(submitted / f"{name}.ipynb", job.released.get(name, {}), name)
         phases["setup"] = time.monotonic() - start
         env = nbgrader_env(work)
         tick = time.monotonic()

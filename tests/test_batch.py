@@ -337,6 +337,8 @@ def test_class_report_names_every_cell_and_status(graded_twice: dict[str, Any]) 
         assert gid in page, f"{gid} missing from the report"
     record = graded_twice["2"]["record"]["submissions"]
     fields = graded_twice["2"]["fields"]
+    tampered = {row["student"]: row["tampered"] for row in record}
+    assert tampered["gutted"] and not any(t for s, t in tampered.items() if s != "gutted"), tampered
     for row in record:
         status = "graded (tampered)" if row["student"] == "gutted" else row["status"]
         assert re.search(rf"<td>{row['student']}</td><td>{re.escape(status)}</td>", page), (row["student"], status)
