@@ -98,3 +98,10 @@ c.GenerateFeedback.preprocessors = [
 # JupyterHub deployment (shared exchange and a server database instead of the SQLite default):
 # c.Exchange.root = "/srv/nbgrader/exchange"
 # c.CourseDirectory.db_url = "postgresql://nbgrader@dbhost/ml_systems"
+
+# Limits of `python -m grading.grade` (grading/batch.py, GradeBatch); the defaults are shown:
+# c.GradeBatch.timeout = 1800.0                    # wall-clock seconds per submission (--timeout overrides)
+# c.GradeBatch.max_submission_bytes = 200 * 1024**2  # a larger submission (or zip content) is not graded
+# c.GradeBatch.max_submission_files = 2000
+# c.GradeBatch.max_result_bytes = 200 * 1024**2    # autograded notebooks + feedback copied out per student
+# c.GradeBatch.max_log_bytes = 20 * 1024**2        # each grading log copied out is cut after this

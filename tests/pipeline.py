@@ -143,6 +143,7 @@ def grade(tmp_path: Path, submissions: Mapping[str, NotebookNode | bytes | Path]
 # Paths of the repository that grading could write to (results, gradebooks, the course itself).
 REPO_RESULT_PATHS = (
     "gradebook.db", "gradebook.db.bak", "gradebook.db.new", "gradebook.db-journal", ".nbgrader.log",
+    "grading_ledger.sqlite",
     "grades.csv", "autograded", "feedback", "submitted", "grading_logs", "source", "release",
     "nbgrader_config.py",
 )

@@ -52,45 +52,44 @@ def fake_scratch(tmp_path: Path, students: dict[str, int], *, junk: int = 0) -> 
     return scratch
 
 
-def results_for(*students: str) -> list[grade.StudentResult]:
-    return [grade.StudentResult(s, "graded", 1.0, 1.0, 1.0) for s in students]
-
-
-def copy(scratch: Path, out: Path, results: list[grade.StudentResult]) -> Path:
-    return grade.copy_results(scratch, out, "a1", results, course_gradebook=scratch / "gradebook.db",
-                              gradebook_mtime=0.0, to_course=False, notebooks=["nb"])
+def collect_and_write(scratch: Path, out: Path, students: list[str], max_bytes: int = 10**6) -> dict[str, str]:
+    """What the coordinator does with each student's results; returns the students that failed, with why."""
+    failed = {}
+    for student in students:
+        try:
+            files = grade.collect_result_files(scratch, "a1", student, ["nb"], max_bytes)
+        except grade.UsageError as exc:
+            failed[student] = str(exc)
+            grade.write_student_files(out, "a1", student, {}, clear=True)
+        else:
+            grade.write_student_files(out, "a1", student, files)
+    return failed
 
 
 def test_file_flood_in_one_folder_copies_only_notebooks_and_feedback(tmp_path: Path) -> None:
     """20,100 files left by a student's code used to abort the copy of everyone's results."""
     scratch = fake_scratch(tmp_path, {"flood": 100, "bob": 100}, junk=20_100)
     out = tmp_path / "out"
-    results = results_for("flood", "bob")
-    assert copy(scratch, out, results) == out / "gradebook.db"
+    assert collect_and_write(scratch, out, ["flood", "bob"]) == {}
     for student in ("flood", "bob"):
         assert sorted(p.name for p in (out / "autograded" / student / "a1").iterdir()) == ["nb.ipynb"]
         assert sorted(p.name for p in (out / "feedback" / student / "a1").iterdir()) == ["nb.html"]
-        assert (out / "grading_logs" / "a1" / f"{student}.log").is_file()
-    assert not any(r.copy_failed for r in results)
-    assert (out / "gradebook.db").read_bytes() == b"gradebook"
+        assert (out / "autograded" / student / "a1" / "nb.ipynb").read_bytes() == b"x" * 100
 
 
-def test_a_student_whose_results_cannot_be_copied_does_not_stop_the_others(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr(grade, "MAX_RESULT_BYTES", 1000)
+def test_a_student_whose_results_cannot_be_copied_does_not_stop_the_others(tmp_path: Path) -> None:
     scratch = fake_scratch(tmp_path, {"alice": 100, "huge": 5000, "zoe": 100})
     out = tmp_path / "out"
     (out / "autograded" / "huge" / "a1").mkdir(parents=True)
     (out / "autograded" / "huge" / "a1" / "nb.ipynb").write_text("old results")
-    results = results_for("alice", "huge", "zoe")
-    copy(scratch, out, results)
-    by_name = {r.student: r for r in results}
-    assert by_name["huge"].copy_failed and "results not copied" in by_name["huge"].note
-    assert not by_name["alice"].copy_failed and not by_name["zoe"].copy_failed
+    failed = collect_and_write(scratch, out, ["alice", "huge", "zoe"], max_bytes=1000)
+    assert list(failed) == ["huge"] and "too large" in failed["huge"]
     assert (out / "autograded" / "zoe" / "a1" / "nb.ipynb").stat().st_size == 100
+    assert (out / "autograded" / "alice" / "a1" / "nb.ipynb").stat().st_size == 100
     assert not (out / "autograded" / "huge" / "a1" / "nb.ipynb").exists()  # no stale copy of old results
-    assert "results of huge not copied" in capsys.readouterr().out
-    assert "results not copied" in grade.format_table(results)
+    result = grade.StudentResult("huge", "graded", 1.0, 1.0, 1.0, copy_failed=True,
+                                 note=f"results not copied: {failed['huge']}")
+    assert "results not copied" in grade.format_table([result])
 
 
 def test_only_the_notebooks_stay_in_a_graded_folder(tmp_path: Path) -> None:
@@ -106,12 +105,10 @@ def test_only_the_notebooks_stay_in_a_graded_folder(tmp_path: Path) -> None:
     assert sorted(p.name for p in folder.iterdir()) == ["nb.ipynb", "submission_secret.txt", "timestamp.txt"]
 
 
-def test_logs_are_cut(tmp_path: Path) -> None:
-    log = tmp_path / "big.log"
-    log.write_bytes(b"y" * 5000)
-    grade.copy_log(log, tmp_path / "copy.log", max_bytes=1000)
-    text = (tmp_path / "copy.log").read_bytes()
+def test_logs_are_cut() -> None:
+    text = grade.cut_log(b"y" * 5000, max_bytes=1000)
     assert text.startswith(b"y" * 1000) and b"log cut after 1000 bytes" in text and len(text) < 1100
+    assert grade.cut_log(b"short", max_bytes=1000) == b"short"
 
 
 # --------------------------------------------------------------------------- renamed notebooks
@@ -176,6 +173,15 @@ def test_an_unusable_course_configuration_is_refused(tmp_path: Path, extra: str,
     course = course_with_config(tmp_path, extra, drop)
     with pytest.raises(grade.UsageError, match=message):
         grade.check_course_config(course)
+
+
+def test_batch_limits_come_from_the_course_configuration(tmp_path: Path) -> None:
+    course = course_with_config(tmp_path, "\nc.GradeBatch.max_submission_files = 7\nc.GradeBatch.timeout = 12.5\n")
+    settings = grade.batch_settings(grade.load_course_config(course).batch)
+    assert (settings.max_submission_files, settings.timeout) == (7, 12.5)
+    assert settings.limits().max_submission_files == 7
+    default = grade.GradeBatch()
+    assert settings.max_result_bytes == default.max_result_bytes
 
 
 def test_a_configuration_without_autograde_preprocessors_is_refused(tmp_path: Path) -> None:
