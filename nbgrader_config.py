@@ -81,7 +81,8 @@ c.SealedVerdict.student_names = [
     "Embedding", "create_sinusoidal_embeddings", "PositionalEncoding", "EmbeddingLayer",
     "embedding_memory_bytes", "training_memory_bytes", "transformer_param_counts",
     "tied_output_logits", "factorized_embedding_params", "quantize_int8", "dequantize_int8",
-    "lookup_bytes_moved", "make_access_pattern", "benchmark_lookup",
+    "lookup_bytes_moved", "make_access_pattern", "benchmark_lookup", "decode_step_costs",
+    "sparse_embedding_grad", "shard_table", "sharded_lookup", "allreduce_bytes_per_device",
 ]
 
 # Feedback never shows the code between BEGIN/END HIDDEN TESTS.

@@ -216,3 +216,75 @@ def test_sinusoid_keeps_angles_accurate_at_large_positions(ref):
             angle = p / 10000.0 ** ((j - j % 2) / dim)
             want = math.sin(angle) if j % 2 == 0 else math.cos(angle)
             assert abs(float(got[p, j]) - want) < 1e-6, (p, j, float(got[p, j]), want)
+
+
+def test_zipf_ids_follow_one_over_rank_and_sorted_is_sorted_random(ref):
+    """Do Zipf ids have frequencies proportional to 1 / (k + 1), and are 'sorted' ids the 'random'
+    ids of the same seed, sorted, as the docstring says?"""
+    make = ref["make_access_pattern"]
+    ids = make("zipf", 400_000, 20, seed=9)
+    assert ids.dtype == np.int64 and ids.min() == 0 and ids.max() == 19
+    probs = 1 / np.arange(1, 21)
+    np.testing.assert_allclose(np.bincount(ids, minlength=20) / ids.size, probs / probs.sum(), atol=3e-3)
+    assert np.array_equal(make("zipf", 1000, 20, seed=9), make("zipf", 1000, 20, seed=9))
+    assert np.array_equal(make("sorted", 5000, 300, seed=4), np.sort(make("random", 5000, 300, seed=4)))
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_sparse_gradient_scatters_to_the_dense_gradient(ref, seed):
+    """Does scattering the sparse (ids, rows) into zeros give onehot(ids)^T @ grad, with only the
+    looked-up ids listed?"""
+    rng = np.random.default_rng(20 + seed)
+    vocab, dim = 40, 5
+    ids = rng.integers(0, 12, (3, 9))
+    grad = rng.standard_normal((3, 9, dim))
+    got_ids, rows = ref["sparse_embedding_grad"](ids, grad, vocab)
+    dense = np.zeros((vocab, dim))
+    dense[got_ids] = rows
+    np.testing.assert_allclose(dense, one_hot(ids, vocab).reshape(-1, vocab).T @ grad.reshape(-1, dim), rtol=1e-5, atol=1e-5)
+    assert got_ids.tolist() == sorted(set(ids.ravel().tolist())) and rows.dtype == np.float32
+
+
+@pytest.mark.parametrize("num_shards", [1, 3, 7, 13])
+def test_sharded_lookup_is_the_one_hot_product(ref, num_shards):
+    """Do shard_table and sharded_lookup together compute onehot(ids) @ W for any number of shards?"""
+    rng = np.random.default_rng(num_shards)
+    table = rng.standard_normal((13, 4)).astype(np.float32)
+    shards = ref["shard_table"](table, num_shards)
+    assert [len(s) for s in shards] == [len(s) for s in np.array_split(table, num_shards)]
+    ids = rng.integers(0, 13, (2, 6))
+    np.testing.assert_allclose(ref["sharded_lookup"](shards, ids), one_hot(ids, 13) @ table.astype(np.float64), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("devices", [1, 2, 4, 8])
+def test_allreduce_bytes_match_a_simulated_ring(ref, devices):
+    """Does a simulated ring all-reduce (reduce-scatter, then all-gather, one chunk per step) sum the
+    partial outputs and make each device send exactly allreduce_bytes_per_device bytes?"""
+    rng = np.random.default_rng(devices)
+    num_ids, dim = 16, 8
+    partials = [rng.standard_normal((num_ids, dim)).astype(np.float32) for _ in range(devices)]
+    chunks = [np.array_split(p.copy(), devices) for p in partials]
+    sent = [0] * devices
+    # Run the two phases on copies so each step reads the values of the previous step.
+    for phase in ("reduce", "gather"):
+        for step in range(devices - 1):
+            outgoing = []
+            for r in range(devices):
+                c = (r - step + (1 if phase == "gather" else 0)) % devices
+                outgoing.append((r, c, chunks[r][c].copy()))
+                sent[r] += chunks[r][c].nbytes
+            for r, c, data in outgoing:
+                dst = (r + 1) % devices
+                chunks[dst][c] = chunks[dst][c] + data if phase == "reduce" else data
+    total = np.sum(partials, axis=0)
+    for r in range(devices):
+        np.testing.assert_allclose(np.concatenate(chunks[r]), total, rtol=1e-5, atol=1e-5)
+    assert sent == [ref["allreduce_bytes_per_device"](num_ids, dim, devices)] * devices
+
+
+def test_decode_step_costs_count_one_row_and_one_matrix_vector_product(ref):
+    """Are the decoding costs one row's bytes, the table's bytes and 2 flops per table entry of
+    h @ W.T?"""
+    table = np.zeros((300, 24), dtype=np.float16)
+    costs = ref["decode_step_costs"](300, 24, np.float16)
+    assert costs == {"lookup_bytes": table[0].nbytes, "lm_head_flops": 2 * table.size, "lm_head_bytes": table.nbytes}

@@ -79,9 +79,19 @@ def test_part_headings_match_their_points():
             totals[heading] = 0
         elif heading and "nbgrader" in cell.metadata and meta(cell)["grade"]:
             totals[heading] += meta(cell)["points"]
-    assert len(totals) == 8, f"expected 8 parts, found {len(totals)}"
+    assert len(totals) == 9, f"expected 9 parts, found {len(totals)}"
     for (part, advertised), total in totals.items():
         assert total == int(advertised), f"Part {part} advertises {advertised} points, its cells hold {total}"
+
+
+def test_fixture_points_follow_the_notebook():
+    """Does the test suite's table of cells and points (tests/fixtures/students.py) list every test
+    cell of the notebook, in notebook order, with its points?"""
+    from fixtures.students import POINTS
+
+    cells = [(grade_id(c), meta(c)["points"]) for c in nbgrader_cells(SOURCE_NB) if meta(c)["grade"] and not meta(c)["solution"]]
+    assert cells == [(gid, pts) for gid, pts in POINTS.items()]
+    assert max(pts for _, pts in cells) <= 5, "no test cell is worth more than 5 points (partial credit)"
 
 
 def test_solution_and_hidden_test_delimiters_match():

@@ -325,6 +325,7 @@ def test_grading_package_is_importable_in_the_sandbox(tmp_path: Path) -> None:
 def test_sealed_worker_in_the_sandbox_passes_the_reference() -> None:
     from traitlets.config.loader import PyFileConfigLoader
 
+    from fixtures.students import POINTS
     from grading.sealed import run_sealed
     from submissions import Submission
 
@@ -332,7 +333,7 @@ def test_sealed_worker_in_the_sandbox_passes_the_reference() -> None:
     with tempfile.TemporaryDirectory(prefix="sealed-work-") as work:
         verdicts = run_sealed(Submission("ref").notebook(), student_names=names, workdir=work,
                               worker_prefix=sandbox.sandbox_prefix(work))
-    assert len(verdicts) == 27
+    assert len(verdicts) == len(POINTS)
     assert [v.grade_id for v in verdicts.values() if not v.passed] == []
 
 
