@@ -58,6 +58,13 @@ c.Autograde.autograde_preprocessors = [
     "nbgrader.preprocessors.CheckCellMetadata",
 ]
 
+# Read-only cells not run while grading: the speed self-checks and the profiling and plots of
+# Parts 7 and 8 earn no points and take seconds of every submission's kernel time.
+c.TolerantExecute.skip_cells = [
+    "speed_check_embedding", "speed_check_sinusoid", "profile_bandwidth", "profile_patterns",
+    "profile_backward", "profile_sparse_grad", "profile_allreduce",
+]
+
 # Limits of the sealed worker that re-checks every test cell (defaults shown; raise them for a
 # notebook whose correct answers need more): address space of each of its processes in bytes, the
 # processes its sandbox may hold at once, and the bytes one student result may take to cross back.

@@ -144,3 +144,19 @@ def test_kernelspec_is_plain_python3():
     """Do both notebooks ask for the standard python3 kernel?"""
     for path in NOTEBOOKS:
         assert read(path).metadata["kernelspec"]["name"] == "python3"
+
+
+def test_cells_skipped_while_grading_are_read_only_cells_of_the_notebook():
+    """Does TolerantExecute.skip_cells in nbgrader_config.py name only read-only code cells of the
+    notebook (no test or answer cell, no stale name), and every read-only cell but the imports?"""
+    from pathlib import Path
+
+    from traitlets.config.loader import PyFileConfigLoader
+
+    from grading.notebook import cell_role
+
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(Path(SOURCE_NB).parents[2])).load_config()
+    skipped = list(config.TolerantExecute.skip_cells)
+    roles = {grade_id(c): cell_role(c) for c in read(SOURCE_NB).cells if grade_id(c)}
+    assert {name: roles.get(name) for name in skipped} == {name: "readonly" for name in skipped}
+    assert sorted(skipped) == sorted(name for name, role in roles.items() if role == "readonly")

@@ -339,6 +339,31 @@ def test_kernel_launcher_takes_its_limits_from_the_end_of_its_arguments() -> Non
     assert (args.memory_bytes, args.nproc, args.kernel_args) == (5, 9, ["--foo"])
 
 
+@pytest.mark.slow
+def test_skip_cells_skips_only_read_only_cells(tmp_path: Path) -> None:
+    """Are read-only cells named in TolerantExecute.skip_cells left unrun with a note, while a test
+    cell, an answer cell and a student cell carrying a listed grade_id still run?"""
+    def cell(source: str, grade_id: str, **flags: bool):
+        meta = {"grade_id": grade_id, "locked": False, "solution": False, "grade": False, **flags}
+        if meta["grade"]:
+            meta["points"] = 1
+        return new_code_cell(source, metadata={"nbgrader": meta})
+
+    nb = new_notebook(cells=[
+        cell("print('profiling ran')", "profile", locked=True),
+        cell("print('test ran')", "profile_test", locked=True, grade=True),
+        cell("print('answer ran')", "profile_answer", solution=True),
+        cell("print('student ran')", "profile_student"),
+        cell("print('other read-only ran')", "plot", locked=True),
+    ])
+    listed = ["profile", "profile_test", "profile_answer", "profile_student"]
+    pre = TolerantExecute(timeout=30, kernel_name="python3", skip_cells=listed)
+    nb, _ = pre.preprocess(nb, {"metadata": {"path": str(tmp_path)}})
+    texts = ["".join(o.get("text", "") for o in c.outputs) for c in nb.cells]
+    assert texts[0].startswith("Not run while grading") and "profiling ran" not in texts[0], texts[0]
+    assert texts[1:] == ["test ran\n", "answer ran\n", "student ran\n", "other read-only ran\n"], texts
+
+
 def test_safe_execute_caps_streaming_output() -> None:
     pre = TolerantExecute(max_output_chars=1000)
     pre.reset_execution_trackers()

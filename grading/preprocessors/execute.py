@@ -8,9 +8,10 @@ from jupyter_core.utils import ensure_async, run_sync
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbformat.notebooknode import NotebookNode
 from nbgrader.preprocessors import Execute
-from traitlets import Bool, Integer
+from traitlets import Bool, Integer, List, Unicode
 
 from grading.memory_bound import SubmissionLimits, mechanism
+from grading.notebook import cell_role, grade_id
 from grading.preprocessors.files import notebook_dir, notebooks_hidden, remove_special_files
 from grading.preprocessors.outputs import (
     DEFAULT_MAX_IMAGE_CHARS,
@@ -31,6 +32,7 @@ KERNEL_STOPPED = (
 )
 NOT_RUN = "not run: the kernel died in an earlier cell"
 NOT_RUN_STOPPED = "not run: the kernel was shut down in an earlier cell (it did not respond to the interrupt)"
+SKIPPED = "Not run while grading: this read-only cell earns no points (run the notebook yourself to see it).\n"
 
 
 class TolerantExecute(Execute):
@@ -53,6 +55,10 @@ class TolerantExecute(Execute):
     * The notebooks are moved out of the kernel's working directory while it
       runs (they hold the hidden tests), and links or special files the
       student code left there are removed afterwards.
+    * Read-only cells named in ``skip_cells`` (measurements and plots that earn
+      no points) are not run; they get a one-line note instead.  Only cells that
+      are read-only after nbgrader restored them from the gradebook qualify, so
+      student code cannot skip a test cell or its own code this way.
     """
 
     max_output_chars = char_limit(DEFAULT_MAX_OUTPUT_CHARS, "Text characters of output kept per cell while executing.")
@@ -74,6 +80,13 @@ class TolerantExecute(Execute):
         None,
         allow_none=True,
         help="Processes the sandboxed kernel (python3-sealed) may have at once; None keeps 512.",
+    ).tag(config=True)
+
+    skip_cells = List(
+        Unicode(),
+        default_value=[],
+        help="grade_ids of read-only, ungraded code cells not to run while grading (profiling and plots "
+        "that take seconds and earn no points). Test, answer and student cells are always run.",
     ).tag(config=True)
 
     hide_notebooks = Bool(
@@ -109,6 +122,10 @@ class TolerantExecute(Execute):
             if cell.cell_type == "code":
                 cell.outputs = [error_output("KernelDied", self._not_run_message)]
                 cell.execution_count = None
+            return cell, self.resources
+        if cell_role(cell) == "readonly" and grade_id(cell) in self.skip_cells:
+            cell.outputs = [NotebookNode(output_type="stream", name="stdout", text=SKIPPED)]
+            cell.execution_count = None
             return cell, self.resources
         try:
             return super().preprocess_cell(cell, resources, index)
