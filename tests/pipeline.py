@@ -110,8 +110,12 @@ def read_scores(gradebook: Path) -> tuple[dict[str, dict[str, float]], dict[str,
 
 
 def grade(tmp_path: Path, submissions: Mapping[str, NotebookNode | bytes | Path], *, feedback: bool = False,
-          export: bool = False, config: str = "", timeout: float | None = None) -> GradeRun:
+          export: bool = False, config: str = "", timeout: float | None = None,
+          workers: int | None = None) -> GradeRun:
     """Grade ``submissions`` (student id -> notebook) in one call of ``python -m grading.grade``.
+
+    ``workers`` is passed as ``--workers`` (default: the command's own, one per core); callers that
+    run several gradings at once pass 1 so the machine is not oversubscribed.
 
     Everything lives under ``tmp_path``: ``course/`` (the copy that is graded), ``subs/<student>/``
     (the submissions) and ``out/`` (the results; ``out/grades.csv`` when ``export``).
@@ -131,6 +135,8 @@ def grade(tmp_path: Path, submissions: Mapping[str, NotebookNode | bytes | Path]
         cmd += ["--export", str(out / "grades.csv")]
     if timeout is not None:
         cmd += ["--timeout", str(timeout)]
+    if workers is not None:
+        cmd += ["--workers", str(workers)]
     start = time.monotonic()
     proc = subprocess.run(cmd, cwd=tmp_path, env=grading_env(), stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)

@@ -129,13 +129,13 @@ def attacks(listener: Listener) -> dict[str, adv.Attack]:
 
 @pytest.fixture(scope="module")
 def runs(attacks: Mapping[str, adv.Attack], tmp_path_factory: pytest.TempPathFactory) -> dict[str, GradeRun]:
-    """Batch name -> its grading run; the batches run at the same time."""
+    """Batch name -> its grading run; the batches run at the same time, one submission at a time each."""
 
     def run(batch: str) -> GradeRun:
         subs = {name: attacks[name].content() for name in BATCHES[batch]}
         subs[CONTROL] = Submission(CONTROL).notebook()
         return grade(tmp_path_factory.mktemp(f"adversarial-{batch}"), subs, feedback=batch in FEEDBACK,
-                     config=CONFIG, timeout=SUBMISSION_TIMEOUT)
+                     config=CONFIG, timeout=SUBMISSION_TIMEOUT, workers=1)
 
     # The pipeline names every notebook embeddings.ipynb; a renamed one is written under its own name.
     renamed = {a.name: a.filename for a in attacks.values() if isinstance(a, adv.RenamedAttack)}
