@@ -161,7 +161,7 @@ def sealed_kernel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[P
 
 def run_sealed(work: Path, *sources: str, timeout: int = 30) -> nbformat.NotebookNode:
     nb = new_notebook(cells=[new_code_cell(source) for source in sources])
-    nb, _ = SafeExecute(timeout=timeout, kernel_name=sandbox.SEALED_KERNEL_NAME).preprocess(
+    nb, _ = TolerantExecute(timeout=timeout, kernel_name=sandbox.SEALED_KERNEL_NAME).preprocess(
         nb, {"metadata": {"path": str(work)}})
     return nb
 
