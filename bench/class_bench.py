@@ -72,11 +72,12 @@ def read_cells(gradebook: Path) -> dict[str, dict[str, float | None]]:
 
 def nbgrader_serial(course: Path, class_: dict[str, object], sandboxed: bool) -> tuple[float, dict]:
     """nbgrader autograde --student, one by one, in a course copy holding the submissions."""
-    from pipeline import grading_env, write_submission
+    from support.pipeline import write_submission
 
     from grading import sandbox
+    from grading.grade import nbgrader_env
 
-    env = grading_env()
+    env = nbgrader_env()
     if sandboxed:
         sandbox.write_sealed_kernelspec(course / "jupyter")
         env["JUPYTER_PATH"] = str(course / "jupyter")
@@ -92,14 +93,14 @@ def nbgrader_serial(course: Path, class_: dict[str, object], sandboxed: bool) ->
 
 
 def ours(course: Path, subs: Path, out: Path, workers: int, sandboxed: bool) -> tuple[float, dict, dict]:
-    from pipeline import grading_env
+    from grading.grade import nbgrader_env
 
     cmd = [sys.executable, "-m", "grading.grade", "--course", str(course), "--assignment", ASSIGNMENT,
            "--out", str(out), "--workers", str(workers), str(subs)]
     if not sandboxed:
         cmd.append("--no-sandbox")
     start = time.monotonic()
-    subprocess.run(cmd, cwd=REPO, env=grading_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    subprocess.run(cmd, cwd=REPO, env=nbgrader_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                    timeout=7200)
     seconds = time.monotonic() - start
     record = json.loads((out / "grading_logs" / ASSIGNMENT / "batch.json").read_text())
@@ -113,7 +114,7 @@ def main() -> int:
     parser.add_argument("--no-sandbox", action="store_true")
     args = parser.parse_args()
     os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
-    from pipeline import copy_course, write_submission
+    from support.pipeline import copy_course, write_submission
 
     sandboxed = not args.no_sandbox
     class_ = build_class(args.students)

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from submissions import ASSIGNMENT, NOTEBOOK, Submission, reference_answers, write  # noqa: E402
+from support import ASSIGNMENT, NOTEBOOK  # noqa: E402
+from support.submissions import Submission, reference_answers, write  # noqa: E402
 
 
 def main(out: Path) -> None:

@@ -25,9 +25,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-import pipeline
-from pipeline import ASSIGNMENT, NOTEBOOK, GradeRun, grade
-from submissions import Submission, grade_id
+from support import ASSIGNMENT, NOTEBOOK, pipeline
+from support.pipeline import GradeRun, grade
+from support.submissions import Submission, grade_id
 
 from grading import notebook
 
@@ -265,6 +265,7 @@ def test_tampered_notebook_differs_from_the_reference(name: str) -> None:
 # ------------------------------------------------------------------------------ whole batches
 
 
+@pytest.mark.perf
 @pytest.mark.parametrize("batch", sorted(BATCHES))
 def test_batch_finishes_within_its_bound(batch: str, runs: Mapping[str, GradeRun]) -> None:
     """Does every batch, runaway fixtures included, finish within the bound?"""

@@ -4,7 +4,6 @@ feedback and a CSV export), checked cell by cell against the gradebook."""
 from __future__ import annotations
 
 import csv
-import html
 import re
 from pathlib import Path
 
@@ -12,9 +11,8 @@ import pytest
 
 from fixtures.students import (BLANK, CORRECT_DIFFERENTLY, MAX_SCORE, PARTIAL, POINTS, REFERENCE, REFLECTIONS,
                                STUDENTS, TOTAL_POINTS, TYPICAL_BUGS, Student)
-from grading.preprocessors import hidden_line_numbers
-from pipeline import ASSIGNMENT, NOTEBOOK, GradeRun, grade, repo_state
-from submissions import SOURCE_NB, grade_id, read
+from support import ASSIGNMENT, NOTEBOOK
+from support.pipeline import GradeRun, grade, hidden_test_lines, repo_state, visible_text
 
 pytestmark = pytest.mark.slow
 
@@ -34,24 +32,6 @@ def run(tmp_path_factory: pytest.TempPathFactory, repo_before: dict[str, object]
 
 def feedback_html(run: GradeRun, student: str) -> Path:
     return run.out / "feedback" / student / ASSIGNMENT / f"{NOTEBOOK}.html"
-
-
-def visible_text(path: Path) -> str:
-    """The text of an HTML page as a reader sees it (tags removed, entities decoded)."""
-    return html.unescape(re.sub(r"<[^>]+>", "", path.read_text(encoding="utf-8")))
-
-
-def hidden_test_lines() -> set[str]:
-    """Distinctive code lines of the hidden-test regions of the source notebook."""
-    lines: set[str] = set()
-    for cell in read(SOURCE_NB).cells:
-        if cell.cell_type != "code" or grade_id(cell) not in POINTS:
-            continue
-        source = cell.source.splitlines()
-        hidden = hidden_line_numbers(cell.source)
-        shown = {line.strip() for number, line in enumerate(source, start=1) if number not in hidden}
-        lines |= {source[n - 1].strip() for n in hidden if len(source[n - 1].strip()) >= 20} - shown
-    return lines
 
 
 def differences(got: dict[str, float], want: dict[str, float]) -> dict[str, tuple[float | None, float | None]]:

@@ -1,6 +1,6 @@
 """Class-scale grading: the same class graded serially and in parallel ends up the same.
 
-One small course (``a1``, three 1-point tests, from ``test_grading_infra``) and a class of
+One small course (``a1``, three 1-point tests, from ``support.courses``) and a class of
 submissions that pass, fail, kill their kernel, cheat, paste test cells and delete cells, one with
 an nbgrader ``timestamp.txt``.  It is graded twice by ``python -m grading.grade``, with
 ``--workers 1`` and ``--workers 2``; every field nbgrader's gradebook records (except ids) is read
@@ -16,7 +16,6 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from concurrent.futures import Future
 from pathlib import Path
@@ -25,30 +24,20 @@ from typing import Any
 import nbformat
 import pytest
 
-from grading import grade, sandbox
+from grading import grade
 from grading.batch import grade_all
 from grading.run_one import Job, Status, StudentResult
-import pgserver
-from test_grading_infra import make_dummy_course, student_notebook, SUBMISSIONS, GOOD
+from support import PYTHON, REPO, bwrap_usable, pgserver
+from support.courses import make_dummy_course, run_grade, write_dummy_class
 
-REPO = Path(__file__).resolve().parents[1]
-PYTHON = sys.executable
 CLASS = ("good", "dies", "cheater", "chatty")
 TIMESTAMP = "2026-11-30 12:34:56.000000 UTC"
 
 
 def write_class(course: Path, dest: Path) -> Path:
-    release = course / "release" / "a1" / "dummy.ipynb"
-    for student in CLASS:
-        folder = dest / student / "a1"
-        folder.mkdir(parents=True)
-        nbformat.write(student_notebook(release, SUBMISSIONS[student]), folder / "dummy.ipynb")
+    """The class, a deleted answer and test cell ("gutted") included; "good" has an nbgrader timestamp."""
+    write_dummy_class(course, dest, [*CLASS, "gutted"])
     (dest / "good" / "a1" / "timestamp.txt").write_text(TIMESTAMP)
-    # a deleted answer and test cell
-    nb = student_notebook(release, GOOD)
-    nb.cells = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") not in ("answer", "test_add")]
-    (dest / "gutted" / "a1").mkdir(parents=True)
-    nbformat.write(nb, dest / "gutted" / "a1" / "dummy.ipynb")
     return dest
 
 
@@ -92,15 +81,9 @@ def result_files(out: Path) -> dict[str, Any]:
     return found
 
 
-def run_grade(course: Path, subs: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([PYTHON, "-m", "grading.grade", "--course", str(course), "--assignment", "a1",
-                           str(subs), "--out", str(out), "--feedback", *extra],
-                          cwd=REPO, env=grade.nbgrader_env(), capture_output=True, text=True, timeout=900)
-
-
 @pytest.fixture(scope="module")
 def graded_twice(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    if not sandbox.bwrap_available():
+    if not bwrap_usable():
         pytest.skip("bubblewrap is not usable here")
     base = tmp_path_factory.mktemp("batch")
     course = make_dummy_course(base / "course")
@@ -109,7 +92,7 @@ def graded_twice(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     for workers in ("1", "2"):
         out = base / f"out-{workers}"
         extra = ["--report", str(base / "report"), "--gradescope", str(base / "gradescope")] if workers == "2" else []
-        proc = run_grade(course, subs, out, "--workers", workers, *extra)
+        proc = run_grade(course, subs, out, "--feedback", "--workers", workers, *extra)
         record = json.loads((out / "grading_logs" / "a1" / "batch.json").read_text())
         runs[workers] = {"proc": proc, "out": out, "record": record,
                          "fields": gradebook_fields(grade.gradebook_url(out / "gradebook.db"))}
@@ -273,7 +256,8 @@ def test_a_dask_cluster_grades_the_class_like_serial(graded_twice: dict[str, Any
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                                   dashboard_address=None, worker_dashboard_address=None,
                                   death_timeout=60) as cluster:
-        proc = run_grade(graded_twice["course"], graded_twice["subs"], out, "--scheduler", cluster.scheduler_address)
+        proc = run_grade(graded_twice["course"], graded_twice["subs"], out, "--feedback", "--scheduler",
+                         cluster.scheduler_address)
         worker_pids = {w.pid for w in cluster.workers.values() if hasattr(w, "pid")}
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert gradebook_fields(grade.gradebook_url(out / "gradebook.db")) == graded_twice["1"]["fields"]
@@ -309,7 +293,7 @@ def test_postgres_gradebook_serial_and_parallel(graded_twice: dict[str, Any]) ->
             url = server.create_database(f"gradebook_{workers}")
             course = course_on_postgres(graded_twice["course"], base / f"course-pg-{workers}", url)
             out = base / f"out-pg-{workers}"
-            proc = run_grade(course, graded_twice["subs"], out, "--workers", workers)
+            proc = run_grade(course, graded_twice["subs"], out, "--feedback", "--workers", workers)
             assert proc.returncode == 0, proc.stdout + proc.stderr
             assert not (out / "gradebook.db").exists() and f"gradebook:            {url}" in proc.stdout
             assert gradebook_fields(url) == graded_twice["1"]["fields"], f"--workers {workers}"

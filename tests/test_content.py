@@ -11,7 +11,8 @@ import math
 import numpy as np
 import pytest
 
-from submissions import SOURCE_NB, grade_id, read, reference_answers
+from support import SOURCE_NB
+from support.submissions import grade_id, read, reference_answers
 
 SEEDS = [0, 1, 2]
 
@@ -31,6 +32,7 @@ def one_hot(ids: np.ndarray, vocab: int) -> np.ndarray:
     return (np.asarray(ids)[..., None] == np.arange(vocab)).astype(np.float64)
 
 
+@pytest.mark.perf
 @pytest.mark.slow
 def test_source_notebook_runs_clean_with_every_test_passing(tmp_path):
     """Does the instructor's notebook run top to bottom in a real kernel with no failing cell?"""

@@ -41,14 +41,14 @@ import nbformat
 import pytest
 
 from fixtures.students import MAX_SCORE, PARTIAL, POINTS, REFERENCE, TYPICAL_BUGS, Student
-from pipeline import ASSIGNMENT, NOTEBOOK, copy_course, grading_env, read_scores
-from submissions import RELEASE_NB
-from test_autograde import hidden_test_lines, visible_text
+from grading.grade import nbgrader_env
+from support import ASSIGNMENT, NOTEBOOK, RELEASE_NB, VENV_BIN, home_env
+from support.pipeline import copy_course, hidden_test_lines, read_scores, visible_text
 
 pytestmark = [pytest.mark.exchange, pytest.mark.slow]
 
 COURSE_ID = "ml-systems"
-TITO = Path(sys.executable).parent / "tito"
+TITO = VENV_BIN / "tito"
 WORKING_COPY = Path(ASSIGNMENT) / f"{NOTEBOOK}.ipynb"
 STEP_TIMEOUT = 600
 STEP_SECONDS: list[tuple[str, str, float]] = []  # (who, command, wall seconds) of every step, for the log
@@ -64,13 +64,7 @@ class Person:
     exchange: Path
 
     def env(self) -> dict[str, str]:
-        env = grading_env()
-        env.update({"HOME": str(self.home), "JUPYTER_CONFIG_DIR": str(self.home / ".jupyter"),
-                    "JUPYTER_DATA_DIR": str(self.home / ".local" / "share" / "jupyter"),
-                    "JUPYTER_RUNTIME_DIR": str(self.home / ".local" / "share" / "jupyter" / "runtime"),
-                    "USER": self.name, "LOGNAME": self.name})
-        env.pop("TITO_COURSE", None)
-        return env
+        return {**home_env(self.home, nbgrader_env()), "USER": self.name, "LOGNAME": self.name}
 
     @property
     def cache(self) -> Path:

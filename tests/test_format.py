@@ -8,7 +8,8 @@ import re
 import nbformat
 import pytest
 
-from submissions import RELEASE_NB, SOURCE_NB, grade_id, read
+from support import RELEASE_NB, SOURCE_NB
+from support.submissions import grade_id, read
 
 AUTOGRADED_POINTS = 100
 MANUAL_POINTS = 6

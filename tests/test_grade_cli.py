@@ -7,8 +7,6 @@ import json
 import os
 import re
 import socket
-import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,10 +17,8 @@ from nbformat.v4 import new_code_cell, new_notebook
 
 from grading import grade, sandbox
 from grading.kernel_provisioner import make_kernel_sockets
-
-REPO = Path(__file__).resolve().parents[1]
-PYTHON = sys.executable
-needs_bwrap = pytest.mark.skipif(not sandbox.bwrap_available(), reason="bubblewrap is not usable here")
+from support import REPO, run_sandboxed
+from support.courses import run_grade, small_course
 
 
 # --------------------------------------------------------------------------- copying results
@@ -227,15 +223,10 @@ else:
 """
 
 
-def run_in_sandbox(workdir: Path, code: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
-    cmd = [*sandbox.sandbox_prefix(workdir, **kwargs), PYTHON, "-c", code]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-
-
-@needs_bwrap
+@pytest.mark.needs_bwrap
 def test_sandbox_has_no_network_by_default(tmp_path: Path, listener: socket.socket) -> None:
     """The sealed worker's sandbox (SealedVerdict uses the default) cannot reach the grading machine."""
-    result = run_in_sandbox(tmp_path, CONNECT.format(port=listener.getsockname()[1]))
+    result = run_sandboxed(tmp_path, CONNECT.format(port=listener.getsockname()[1]))
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("refused"), result.stdout
 
@@ -248,7 +239,7 @@ def ipc_connection_file(tmp_path: Path, **changes: object) -> tuple[Path, sandbo
     return connection, sockets
 
 
-@needs_bwrap
+@pytest.mark.needs_bwrap
 def test_kernel_sandbox_has_no_network(tmp_path: Path) -> None:
     """The kernel's sandbox has a network namespace of its own; of its socket directory only kernel/
     is bound (writable), with the kernel's own connection file naming it (read-only)."""
@@ -289,7 +280,7 @@ def test_kernel_launcher_refuses_an_unsafe_connection_file(tmp_path: Path, probl
         sandbox.kernel_command(connection, tmp_path, [])
 
 
-@needs_bwrap
+@pytest.mark.needs_bwrap
 def test_process_limit_applies_inside_the_sandbox(tmp_path: Path) -> None:
     """RLIMIT_NPROC does not apply to root: a root grader runs the sandbox under another uid."""
     code = (
@@ -305,7 +296,7 @@ def test_process_limit_applies_inside_the_sandbox(tmp_path: Path) -> None:
         "    pass\n"
         "print(os.getuid(), n)\n"
     )
-    result = run_in_sandbox(tmp_path, code, nproc=40)
+    result = run_sandboxed(tmp_path, code, nproc=40)
     assert result.returncode == 0, result.stderr
     uid, forked = map(int, result.stdout.split())
     assert uid != 0 and forked < 40
@@ -313,21 +304,21 @@ def test_process_limit_applies_inside_the_sandbox(tmp_path: Path) -> None:
         assert tmp_path.stat().st_uid == uid  # the work directory was handed over
 
 
-@needs_bwrap
+@pytest.mark.needs_bwrap
 def test_grading_package_is_importable_in_the_sandbox(tmp_path: Path) -> None:
-    result = run_in_sandbox(tmp_path, "import grading.sealed.worker, os; print(sorted(os.listdir('/opt/sandbox-lib')))")
+    result = run_sandboxed(tmp_path, "import grading.sealed.worker, os; print(sorted(os.listdir('/opt/sandbox-lib')))")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "['grading']"
 
 
 @pytest.mark.slow
-@needs_bwrap
+@pytest.mark.needs_bwrap
 def test_sealed_worker_in_the_sandbox_passes_the_reference() -> None:
     from traitlets.config.loader import PyFileConfigLoader
 
     from fixtures.students import POINTS
     from grading.sealed import run_sealed
-    from submissions import Submission
+    from support.submissions import Submission
 
     names = list(PyFileConfigLoader("nbgrader_config.py", path=str(REPO)).load_config().SealedVerdict.student_names)
     with tempfile.TemporaryDirectory(prefix="sealed-work-") as work:
@@ -342,32 +333,8 @@ def test_sealed_worker_in_the_sandbox_passes_the_reference() -> None:
 FLOOD = "import os\nos.makedirs('junk')\nfor i in range(20_100):\n    open(os.path.join('junk', str(i)), 'w').close()\n"
 
 
-def small_course(root: Path) -> Path:
-    """Assignment ``a1`` with notebook ``nb``: a setup cell, an answer cell and one 1-point test."""
-    def meta(gid: str, **kw: object) -> dict:
-        return {"nbgrader": {"grade": False, "solution": False, "locked": False, "schema_version": 3,
-                             "grade_id": gid, **kw}}
-
-    root.mkdir(parents=True)
-    config = (REPO / "nbgrader_config.py").read_text() + "\nc.SealedVerdict.student_names = ['add']\n"
-    (root / "nbgrader_config.py").write_text(config)
-    nb = new_notebook(cells=[
-        new_code_cell("import numpy as np", metadata=meta("imports", locked=True)),
-        new_code_cell("def add(a, b):\n    ### BEGIN SOLUTION\n    return a + b\n    ### END SOLUTION",
-                      metadata=meta("answer", solution=True)),
-        new_code_cell("assert add(1, 2) == 3", metadata=meta("test_add", grade=True, locked=True, points=1)),
-    ])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    (root / "source" / "a1").mkdir(parents=True)
-    nbformat.write(nb, root / "source" / "a1" / "nb.ipynb")
-    result = subprocess.run([PYTHON, "-m", "nbgrader", "generate_assignment", "a1", "--force"], cwd=root,
-                            env=grade.nbgrader_env(), capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return root
-
-
 @pytest.mark.slow
-@needs_bwrap
+@pytest.mark.needs_bwrap
 def test_flood_and_renamed_notebook_are_graded_with_the_others(tmp_path: Path) -> None:
     course = small_course(tmp_path / "course")
     release = nbformat.read(course / "release" / "a1" / "nb.ipynb", as_version=4)
@@ -380,9 +347,7 @@ def test_flood_and_renamed_notebook_are_graded_with_the_others(tmp_path: Path) -
         (subs / student / "a1").mkdir(parents=True)
         nbformat.write(nb, subs / student / "a1" / name)
     out = tmp_path / "out"
-    result = subprocess.run([PYTHON, "-m", "grading.grade", "--course", str(course), "--assignment", "a1",
-                             "--out", str(out), "--feedback", str(subs)],
-                            cwd=REPO, env=grade.nbgrader_env(), capture_output=True, text=True, timeout=900)
+    result = run_grade(course, subs, out, "--feedback")
     assert result.returncode == 0, result.stdout + result.stderr
     for student in ("good", "renamed", "flood"):
         assert re.search(rf"^{student}\s+graded\s", result.stdout, flags=re.M), result.stdout

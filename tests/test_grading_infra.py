@@ -42,28 +42,21 @@ from grading.preprocessors import (
 )
 from grading.hidden_region import DEFAULT_REGION, restore_test_cells
 from grading.sealed import Verdict, VerdictStatus
-
-REPO = Path(__file__).resolve().parents[1]
-PYTHON = sys.executable
-
-needs_bwrap = pytest.mark.skipif(not sandbox.bwrap_available(), reason="bubblewrap is not usable here")
+from support import PYTHON, REPO, bwrap_usable, run_sandboxed
+from support.courses import (DUMMY_ANSWERS, TAMPERED, dummy_source_notebook, make_dummy_course, nbgrader_meta,
+                             run_grade, write_dummy_class)
 
 
 def test_the_sandbox_is_usable_here():
     """Can bubblewrap create the grading sandbox on this machine? (scripts/setup.sh installs it and
     grading refuses to run without it, so the tests marked needs_bwrap must never be skipped.)"""
-    assert sandbox.bwrap_available(), "bubblewrap cannot create the grading sandbox here"
-
-
-def run_sandboxed(workdir: Path, code: str, **kwargs: int) -> subprocess.CompletedProcess[str]:
-    cmd = [*sandbox.sandbox_prefix(workdir, **kwargs), PYTHON, "-c", code]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert bwrap_usable(), "bubblewrap cannot create the grading sandbox here"
 
 
 # --------------------------------------------------------------------------- sandbox
 
 
-@needs_bwrap
+@pytest.mark.needs_bwrap
 def test_sandbox_hides_files_outside_the_workdir(tmp_path: Path) -> None:
     work = tmp_path / "course" / "autograded" / "alice" / "a1"
     work.mkdir(parents=True)
@@ -82,7 +75,7 @@ def test_sandbox_hides_files_outside_the_workdir(tmp_path: Path) -> None:
     assert result.stdout.strip() == "ok"
 
 
-@needs_bwrap
+@pytest.mark.needs_bwrap
 def test_sandbox_writes_only_in_the_workdir(tmp_path: Path) -> None:
     work = tmp_path / "work"
     work.mkdir()
@@ -101,7 +94,7 @@ def test_sandbox_writes_only_in_the_workdir(tmp_path: Path) -> None:
     assert not (sandbox.grading_package_dir() / "evil").exists()
 
 
-@needs_bwrap
+@pytest.mark.needs_bwrap
 def test_sandbox_memory_limit_stops_a_10_gb_allocation(tmp_path: Path) -> None:
     code = (
         "try:\n    b = bytearray(10 * 1024**3)\nexcept MemoryError:\n    print('refused')\n"
@@ -112,7 +105,7 @@ def test_sandbox_memory_limit_stops_a_10_gb_allocation(tmp_path: Path) -> None:
     assert result.stdout.strip() == "refused"
 
 
-@needs_bwrap
+@pytest.mark.needs_bwrap
 def test_sandbox_environment_is_an_allowlist(tmp_path: Path) -> None:
     env = {"SECRET_TOKEN": "x", "LANG": "C.UTF-8"}
     cmd = [*sandbox.sandbox_prefix(tmp_path, environ=env), PYTHON, "-c", "import os; print(sorted(os.environ))"]
@@ -167,7 +160,7 @@ def run_sealed(work: Path, *sources: str, timeout: int = 30) -> nbformat.Noteboo
 
 
 @pytest.mark.slow
-@needs_bwrap
+@pytest.mark.needs_bwrap
 def test_sealed_kernel_talks_over_a_private_socket_directory(sealed_kernel: Path) -> None:
     """The sealed kernel has loopback only and is reached over ipc sockets in a directory of its own:
     mode 0700, owned by the kernel's uid (not root), fresh for every kernel and removed afterwards;
@@ -199,7 +192,7 @@ print("stdin socket replaced by a link to", os.readlink(path))
 
 
 @pytest.mark.slow
-@needs_bwrap
+@pytest.mark.needs_bwrap
 def test_kernel_cannot_redirect_the_graders_connections(sealed_kernel: Path) -> None:
     """Student code that replaces one of its sockets by a link to a unix socket of the grading machine
     and drops the connection does not make the grader connect there (it connects through its own
@@ -283,7 +276,7 @@ def fake_stream_msg(text: str, name: str = "stdout") -> dict:
 
 
 def kernel_names() -> list[object]:
-    sealed = pytest.param("python3-sealed", marks=needs_bwrap)
+    sealed = pytest.param("python3-sealed", marks=pytest.mark.needs_bwrap)
     return ["python3", sealed]
 
 
@@ -315,7 +308,7 @@ def test_safe_execute_shuts_down_a_kernel_that_ignores_the_interrupt(
 
 
 @pytest.mark.slow
-@needs_bwrap
+@pytest.mark.needs_bwrap
 def test_kernel_limits_come_from_the_configuration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Do TolerantExecute.memory_bytes and .nproc set the sandboxed kernel's address-space and
     process limits, with nothing else passed on to ipykernel?"""
@@ -344,10 +337,7 @@ def test_skip_cells_skips_only_read_only_cells(tmp_path: Path) -> None:
     """Are read-only cells named in TolerantExecute.skip_cells left unrun with a note, while a test
     cell, an answer cell and a student cell carrying a listed grade_id still run?"""
     def cell(source: str, grade_id: str, **flags: bool):
-        meta = {"grade_id": grade_id, "locked": False, "solution": False, "grade": False, **flags}
-        if meta["grade"]:
-            meta["points"] = 1
-        return new_code_cell(source, metadata={"nbgrader": meta})
+        return new_code_cell(source, metadata=nbgrader_meta(grade_id, **{"locked": False, **flags}))
 
     nb = new_notebook(cells=[
         cell("print('profiling ran')", "profile", locked=True),
@@ -572,135 +562,21 @@ def test_collect_submissions_layouts(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- end to end
 
-STUDENT_NAMES = ["add", "crash", "shout"]
-
-
-def nbgrader_meta(grade_id: str, *, grade: bool = False, solution: bool = False, locked: bool = False,
-                  points: float = 0) -> dict:
-    meta = {"grade": grade, "grade_id": grade_id, "locked": locked, "schema_version": 3, "solution": solution}
-    if grade:
-        meta["points"] = points
-    return {"nbgrader": meta}
-
-
-def dummy_source_notebook() -> nbformat.NotebookNode:
-    """Setup cell, one answer cell and three 1-point test cells (the first with hidden tests)."""
-    cells = [
-        new_markdown_cell("# Dummy assignment"),
-        new_code_cell("import numpy as np", metadata=nbgrader_meta("imports", locked=True)),
-        new_code_cell(
-            "def add(a, b):\n    ### BEGIN SOLUTION\n    return a + b\n    ### END SOLUTION\n\n"
-            "def crash():\n    ### BEGIN SOLUTION\n    return 1\n    ### END SOLUTION\n\n"
-            "def shout(s):\n    ### BEGIN SOLUTION\n    return s.upper()\n    ### END SOLUTION",
-            metadata=nbgrader_meta("answer", solution=True),
-        ),
-        new_code_cell(
-            "import numpy as np\nassert np.allclose(add(1, 2), 3)\nprint('visible test passed')\n"
-            "### BEGIN HIDDEN TESTS\nassert add(20, 22) == 42, 'HIDDEN-CHECK-MARKER'\n### END HIDDEN TESTS",
-            metadata=nbgrader_meta("test_add", grade=True, locked=True, points=1),
-        ),
-        new_code_cell("assert crash() == 1", metadata=nbgrader_meta("test_crash", grade=True, locked=True, points=1)),
-        new_code_cell("assert shout('a') == 'A'", metadata=nbgrader_meta("test_shout", grade=True, locked=True, points=1)),
-    ]
-    nb = new_notebook(cells=cells)
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    return nb
-
-
-GOOD = "def add(a, b):\n    return a + b\n\ndef crash():\n    return 1\n\ndef shout(s):\n    return s.upper()"
-
-SUBMISSIONS = {
-    "good": GOOD,
-    # test 2 kills the kernel: test 1 keeps its point, tests 2 and 3 get 0
-    "dies": GOOD.replace("def crash():\n    return 1", "def crash():\n    import os\n    os._exit(1)"),
-    # prints 20 MB on one line, then answers correctly
-    "chatty": GOOD + "\nprint('x' * 20_000_000)\nimport sys\nprint('a warning', file=sys.stderr)",
-    # passes test_add in the kernel by patching numpy; the sealed re-check catches it
-    "cheater": GOOD.replace("return a + b", "return 42 if (a, b) == (20, 22) else 0")
-    + "\nimport numpy as np\nnp.allclose = lambda *a, **k: True",
-    # looks around the file system from inside the kernel
-    "snoop": GOOD + "\nimport os\nprint('LISTING', sorted(os.listdir('.')))\n"
-    "for p in ['../../..', '../../../gradebook.db', '../../../source']:\n"
-    "    try:\n        os.listdir(p) if os.path.isdir(p) else open(p).read()\n        print('VISIBLE', p)\n"
-    "    except OSError:\n        print('HIDDEN', p)\n",
-    # called in the last test cell: prints what the kernel's input history holds of the hidden test
-    "peek": GOOD.replace("def shout(s):\n", "def shout(s):\n"
-                         "    try:\n        history = get_ipython().user_ns.get('_ih', [])\n"
-                         "    except NameError:  # the sealed worker has no IPython\n        history = []\n"
-                         "    print('PEEKED', len(history), [line for cell in history for line in cell.splitlines()\n"
-                         "                                   if 'add(20, ' + '22)' in line or 'HID' + 'DEN' in line])\n"),
-}
-# Students whose notebook is built differently (see write_submissions).
-EXTRA_STUDENTS = ["pasted", "gutted"]
-
-
-def make_dummy_course(root: Path) -> Path:
-    """A course with assignment ``a1`` (notebook ``dummy``), generated with the real nbgrader."""
-    root.mkdir(parents=True, exist_ok=True)
-    config = (REPO / "nbgrader_config.py").read_text()
-    config += f"\nc.SealedVerdict.student_names = {STUDENT_NAMES!r}\nc.Execute.timeout = 20\n"
-    (root / "nbgrader_config.py").write_text(config)
-    source = root / "source" / "a1"
-    source.mkdir(parents=True)
-    nbformat.write(dummy_source_notebook(), source / "dummy.ipynb")
-    (source / "data.txt").write_text("data\n")
-    result = subprocess.run([PYTHON, "-m", "nbgrader", "generate_assignment", "a1", "--force"], cwd=root,
-                            env=grade.nbgrader_env(), capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return root
-
-
-def student_notebook(release: Path, answer: str) -> nbformat.NotebookNode:
-    nb = nbformat.read(release, as_version=4)
-    for cell in nb.cells:
-        if cell.metadata.get("nbgrader", {}).get("grade_id") == "answer":
-            cell.source = answer
-    return nb
-
-
-def write_submissions(course: Path, dest: Path) -> Path:
-    release = course / "release" / "a1" / "dummy.ipynb"
-    for student, answer in SUBMISSIONS.items():
-        folder = dest / student / "a1"
-        folder.mkdir(parents=True)
-        nbformat.write(student_notebook(release, answer), folder / "dummy.ipynb")
-    # a copy-pasted test cell used to abort nbgrader's whole run
-    nb = student_notebook(release, GOOD)
-    index = next(i for i, c in enumerate(nb.cells) if c.metadata.get("nbgrader", {}).get("grade_id") == "test_add")
-    pasted = copy.deepcopy(nb.cells[index])
-    pasted.id = "pasted-copy"
-    nb.cells.insert(index, pasted)
-    folder = dest / "pasted" / "a1"
-    folder.mkdir(parents=True)
-    nbformat.write(nb, folder / "dummy.ipynb")
-    # the answer cell and the test after it deleted: nbgrader's OverwriteCells raised KeyError
-    nb = student_notebook(release, GOOD)
-    nb.cells = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") not in ("answer", "test_add")]
-    folder = dest / "gutted" / "a1"
-    folder.mkdir(parents=True)
-    nbformat.write(nb, folder / "dummy.ipynb")
-    return dest
-
-
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    if not sandbox.bwrap_available():
+    if not bwrap_usable():
         pytest.skip("bubblewrap is not usable here")
     base = tmp_path_factory.mktemp("grading")
     course = make_dummy_course(base / "course")
-    submissions = write_submissions(course, base / "incoming")
+    submissions = write_dummy_class(course, base / "incoming", [*DUMMY_ANSWERS, *TAMPERED])
     out = base / "out"
     csv = base / "grades.csv"
-    result = subprocess.run(
-        [PYTHON, "-m", "grading.grade", "--course", str(course), "--assignment", "a1", str(submissions),
-         "--out", str(out), "--feedback", "--export", str(csv)],
-        cwd=REPO, env=grade.nbgrader_env(), capture_output=True, text=True, timeout=900,
-    )
+    result = run_grade(course, submissions, out, "--feedback", "--export", str(csv))
     scores = {}
     from nbgrader.api import Gradebook
 
     with Gradebook(grade.gradebook_url(out / "gradebook.db")) as gb:
-        for student in [*SUBMISSIONS, *EXTRA_STUDENTS]:
+        for student in [*DUMMY_ANSWERS, *TAMPERED]:
             notebook = gb.find_submission_notebook("dummy", "a1", student)
             scores[student] = {g.name: g.auto_score for g in notebook.grades}
     return {"result": result, "out": out, "csv": csv, "scores": scores}
@@ -715,9 +591,9 @@ def autograded_cells(out: Path, student: str) -> dict[str, nbformat.NotebookNode
 def test_batch_exits_zero_and_reports_every_student(graded: dict) -> None:
     result = graded["result"]
     assert result.returncode == 0, result.stdout + result.stderr
-    for student in [*SUBMISSIONS, *EXTRA_STUDENTS]:
+    for student in [*DUMMY_ANSWERS, *TAMPERED]:
         assert student in result.stdout
-    assert graded["csv"].read_text().count("\n") == len(SUBMISSIONS) + len(EXTRA_STUDENTS) + 1  # header + students
+    assert graded["csv"].read_text().count("\n") == len(DUMMY_ANSWERS) + len(TAMPERED) + 1  # header + students
 
 
 @pytest.mark.slow
@@ -777,7 +653,7 @@ def test_feedback_has_no_hidden_tests(graded: dict) -> None:
     out = graded["out"]
     autograded = (out / "autograded" / "good" / "a1" / "dummy.ipynb").read_text()
     assert "HIDDEN-CHECK-MARKER" in autograded  # the sealed re-check ran it; the graded notebook holds it
-    for student in SUBMISSIONS:
+    for student in DUMMY_ANSWERS:
         html = (out / "feedback" / student / "a1" / "dummy.html").read_text()
         assert "HIDDEN-CHECK-MARKER" not in html and "BEGIN HIDDEN TESTS" not in html
         assert "visible test passed" in html

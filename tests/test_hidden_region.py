@@ -8,14 +8,13 @@ grader must then strip, restore and redact exactly that region too.
 
 from __future__ import annotations
 
-import copy
-
 import nbformat
 from nbformat.v4 import new_code_cell, new_notebook
 from traitlets.config import Config
 
 from grading.hidden_region import DEFAULT_REGION, HiddenRegion
 from grading.preprocessors import SealedVerdict, StripHiddenTests
+from support.courses import nbgrader_meta
 
 BEGIN, END = "BEGIN SECRET CHECKS", "END SECRET CHECKS"
 SECRET_SOURCE = (
@@ -33,17 +32,10 @@ def own_delimiters() -> Config:
     return config
 
 
-def meta(grade_id: str, *, grade: bool = False, solution: bool = False) -> dict:
-    nbg = {"grade": grade, "grade_id": grade_id, "locked": grade, "schema_version": 3, "solution": solution}
-    if grade:
-        nbg["points"] = 1
-    return {"nbgrader": nbg}
-
-
 def secret_notebook() -> nbformat.NotebookNode:
     return new_notebook(cells=[
-        new_code_cell("def add(a, b):\n    return a + b", metadata=meta("answer", solution=True)),
-        new_code_cell(SECRET_SOURCE, metadata=meta("test_add", grade=True)),
+        new_code_cell("def add(a, b):\n    return a + b", metadata=nbgrader_meta("answer", solution=True)),
+        new_code_cell(SECRET_SOURCE, metadata=nbgrader_meta("test_add", grade=True)),
     ])
 
 

@@ -25,9 +25,7 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -40,14 +38,14 @@ import requests
 
 from fixtures.students import PARTIAL, REFERENCE, Student
 from grading.sandbox import SANDBOX_UID_BASE, SANDBOX_UID_COUNT, SEALED_KERNEL_NAME
-from pipeline import ASSIGNMENT, NOTEBOOK, copy_course
+from support import ASSIGNMENT, NOTEBOOK, VENV_BIN, free_port, venv_env
+from support.pipeline import copy_course
 
 pytestmark = [pytest.mark.hub, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY_CONFIG = REPO / "deploy" / "jupyterhub" / "jupyterhub_config.py"
 SCREENSHOTS = REPO / "build" / "hub-screenshots"
-BIN = Path(sys.executable).parent
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
@@ -64,12 +62,6 @@ GRADE_MS = 240_000      # one autograde (a few kernels and the sealed re-check, 
 
 
 # ------------------------------------------------------------------------------- the Hub
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def overlay_config(*, state: Path, homes: Path, hub_port: int, proxy_api_port: int) -> str:
@@ -167,8 +159,8 @@ def wait_for_hub(url: str, proc: subprocess.Popen, log: Path) -> None:
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
     """The README's deployment steps on this machine, then a running Hub."""
     for tool, why in ((CHROMIUM, "Debian's chromium (scripts/setup.sh installs it)"),
-                      (BIN / "configurable-http-proxy", "configurable-http-proxy (scripts/setup.sh installs it)"),
-                      (BIN / "jupyterhub", "JupyterHub (requirements.txt)")):
+                      (VENV_BIN / "configurable-http-proxy", "configurable-http-proxy (scripts/setup.sh installs it)"),
+                      (VENV_BIN / "jupyterhub", "JupyterHub (requirements.txt)")):
         assert tool.exists(), f"{tool} is missing: {why}"
     from grading.sandbox import bwrap_available, write_sealed_kernelspec
     assert bwrap_available(), "bubblewrap cannot create the grading sandbox here"
@@ -192,9 +184,8 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
     port = free_port()
     config = state / "jupyterhub_config.py"
     config.write_text(overlay_config(state=state, homes=homes, hub_port=free_port(), proxy_api_port=free_port()))
-    env = dict(os.environ)
+    env = venv_env()
     env.update({
-        "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
         "COURSE_ID": COURSE,
         "COURSE_GRADER_HOME": str(grader_home),
         "COURSE_ROOT": str(course),
@@ -208,7 +199,7 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
         env.pop(key, None)
     log = state / "jupyterhub.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([str(BIN / "jupyterhub"), "-f", str(config)], cwd=state, env=env,
+        proc = subprocess.Popen([str(VENV_BIN / "jupyterhub"), "-f", str(config)], cwd=state, env=env,
                                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
     hub = Hub(url=f"http://127.0.0.1:{port}", course=course, exchange=exchange, homes=homes, log=log, proc=proc)

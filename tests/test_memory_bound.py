@@ -3,7 +3,6 @@ tree (kernel or sealed worker, children included) and ends the tree past the bou
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -12,16 +11,12 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from nbformat.v4 import new_code_cell
 
-from grading import grade, sandbox
+from grading import grade
 from grading.memory_bound import TreeWatchdog, mechanism, tree_rss
 from grading.sealed import VerdictStatus, run_sealed
+from support.courses import notebook_of, run_grade, small_course
 
-from test_grade_cli import small_course
-
-REPO = Path(__file__).resolve().parents[1]
-needs_bwrap = pytest.mark.skipif(not sandbox.bwrap_available(), reason="bubblewrap is not usable here")
 MiB = 1024**2
 
 FORK_AND_ALLOCATE = """\
@@ -64,26 +59,20 @@ def test_sealed_worker_past_the_bound_fails_only_the_cells_that_need_its_code(tm
     """Does a student cell that forks children past the bound get skipped in the sealed re-check
     (the worker is ended and restarted without it), with the reason in the verdict, while code in
     other cells still passes?"""
-    nb = nbformat.v4.new_notebook(cells=[
-        new_code_cell("def f():\n    return 1", metadata=_meta("a1", solution=True)),
-        new_code_cell(FORK_AND_ALLOCATE.format(children=6, mib=100) + "\ndef g():\n    return 2",
-                      metadata=_meta("a2", solution=True)),
-        new_code_cell("assert f() == 1", metadata=_meta("t1", grade=True)),
-        new_code_cell("assert g() == 2", metadata=_meta("t2", grade=True)),
-    ])
+    nb = notebook_of(
+        ("answer", "def f():\n    return 1"),
+        ("answer", FORK_AND_ALLOCATE.format(children=6, mib=100) + "\ndef g():\n    return 2"),
+        ("test", "assert f() == 1"),
+        ("test", "assert g() == 2"),
+    )
     verdicts = run_sealed(nb, student_names=["f", "g"], memory_bound=300 * MiB, workdir=str(tmp_path))
     assert verdicts["t1"].status is VerdictStatus.PASSED, verdicts["t1"]
     assert verdicts["t2"].status is VerdictStatus.FAILED and verdicts["t2"].ename == "NameError", verdicts["t2"]
     assert "memory" in mechanism(300 * MiB) and "watchdog" in mechanism(300 * MiB)
 
 
-def _meta(gid: str, *, grade: bool = False, solution: bool = False) -> dict:
-    meta = {"grade": grade, "solution": solution, "locked": grade, "grade_id": gid, "schema_version": 3}
-    return {"nbgrader": {**meta, "points": 1} if grade else meta}
-
-
 @pytest.mark.slow
-@needs_bwrap
+@pytest.mark.needs_bwrap
 def test_twenty_children_past_the_bound_cost_only_their_own_submission(tmp_path: Path):
     """With a 1 GiB bound per submission, does a submission that forks 20 children of 300 MiB each
     lose only its own point, while the next student is graded with full marks and the grading log
@@ -102,9 +91,7 @@ def test_twenty_children_past_the_bound_cost_only_their_own_submission(tmp_path:
         nbformat.write(nb, subs / student / "a1" / "nb.ipynb")
     out = tmp_path / "out"
     start = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "grading.grade", "--course", str(course), "--assignment", "a1",
-                             "--out", str(out), str(subs)],
-                            cwd=REPO, env=grade.nbgrader_env(), capture_output=True, text=True, timeout=900)
+    result = run_grade(course, subs, out)
     seconds = time.monotonic() - start
     for student in answers:
         assert re.search(rf"^{student}\s+graded\s", result.stdout, flags=re.M), result.stdout + result.stderr

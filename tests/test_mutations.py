@@ -8,7 +8,7 @@ import pytest
 
 from fixtures.mutants import MUTANTS, Mutant
 from fixtures.students import POINTS, REFERENCE, TOTAL_POINTS
-from pipeline import GradeRun, grade
+from support.pipeline import GradeRun, grade
 
 pytestmark = pytest.mark.slow
 

@@ -10,17 +10,13 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from bench import benchmark  # noqa: E402
-from bench.reference import load_reference  # noqa: E402
+from bench import benchmark
+from bench.reference import load_reference
+from support import REPO
 
 FORWARD_MARGIN = 1.5      # reference forward / np.take, at most
 BACKWARD_MARGIN = 2.0     # np.add.at / reference backward, at least
@@ -57,6 +53,7 @@ def reference() -> dict[str, Any]:
     return load_reference()
 
 
+@pytest.mark.perf
 @pytest.mark.parametrize("vocab_size", benchmark.VOCAB_SIZES)
 def test_forward_is_as_fast_as_np_take(reference: dict[str, Any], vocab_size: int) -> None:
     """Does the reference forward of a 64 x 512 batch take at most 1.5x the time of np.take?"""
@@ -68,6 +65,7 @@ def test_forward_is_as_fast_as_np_take(reference: dict[str, Any], vocab_size: in
     assert min(ratios) <= FORWARD_MARGIN, f"forward / np.take (V={vocab_size}): {rounded(ratios)}"
 
 
+@pytest.mark.perf
 @pytest.mark.parametrize("pattern", benchmark.PATTERNS)
 def test_backward_beats_np_add_at(reference: dict[str, Any], pattern: str) -> None:
     """Is the reference backward at least 2x faster than np.add.at for random, sorted and repeated ids?"""
@@ -79,6 +77,7 @@ def test_backward_beats_np_add_at(reference: dict[str, Any], pattern: str) -> No
     assert max(speedups) >= BACKWARD_MARGIN, f"np.add.at / backward ({pattern} ids): {rounded(speedups)}"
 
 
+@pytest.mark.perf
 def test_sinusoid_is_close_to_plain_float32(reference: dict[str, Any]) -> None:
     """Does the 2048 x 512 sinusoidal table take at most 3x a plain float32 computation of it?"""
     def measure() -> float:

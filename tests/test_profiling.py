@@ -8,22 +8,16 @@ every timed call, so the tests can check that each timed lookup got ids no other
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from submissions import SOURCE_NB, grade_id, read
-
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from bench.reference import load_reference  # noqa: E402
+from bench.reference import load_reference
+from support import REPO, SOURCE_NB
+from support.submissions import grade_id, read
 
 pytestmark = pytest.mark.slow
 
@@ -131,6 +125,7 @@ def test_every_timed_lookup_gets_fresh_ids(profiled):
         f"{', '.join(fresh_patterns)} ids must be fresh for every call"
 
 
+@pytest.mark.perf
 def test_dram_plateau_lies_below_the_copy_ceiling(profiled):
     """Beyond 4x the last-level cache, are the median lookups (yours and np.take) below the copy ceiling?"""
     ns, _ = profiled
@@ -146,6 +141,7 @@ def test_dram_plateau_lies_below_the_copy_ceiling(profiled):
     assert ns["copy_gbs"].q1 > 0 and ns["copy_gbs"].q3 >= ns["copy_gbs"].median >= ns["copy_gbs"].q1
 
 
+@pytest.mark.perf
 def test_cache_resident_lookups_beat_the_dram_plateau(profiled):
     """Is a working set inside L2 clearly faster than the DRAM plateau, as the text says?"""
     ns, _ = profiled
@@ -155,6 +151,7 @@ def test_cache_resident_lookups_beat_the_dram_plateau(profiled):
     assert min(small) > 2 * max(dram), f"in-cache {min(small):.1f} GB/s vs DRAM {max(dram):.1f} GB/s"
 
 
+@pytest.mark.perf
 def test_patterns_show_locality_and_the_re_timing_trap(profiled):
     """Are sorted ids faster than random ones, and re-timed ids faster than fresh random ones?"""
     ns, _ = profiled
@@ -164,6 +161,7 @@ def test_patterns_show_locality_and_the_re_timing_trap(profiled):
     assert rates["repeated"] > rates["random"], rates
 
 
+@pytest.mark.perf
 def test_backward_profile_sweeps_widths_and_shows_the_crossover(profiled):
     """Does the backward profile cover >= 6 widths, and does the reference beat np.add.at at the widest?"""
     ns, _ = profiled

@@ -14,11 +14,11 @@ import random
 import struct
 from typing import Any
 
-import nbformat.v4 as v4
 import numpy as np
 import pytest
 
 from grading.sealed import VerdictStatus, protocol, run_sealed
+from support.courses import notebook_of
 
 TAGS = ["f", "c", "l", "tu", "set", "fs", "d", "nd", "ns", "dt", "st", "pt", "h", "zz", None, 1, [], {}]
 SEED_FRAMES = 3000
@@ -156,14 +156,11 @@ def f():
 def test_a_forged_reply_fails_the_cell_even_if_the_test_catches_everything():
     """Does a worker reply with an unhashable blob index fail the test cell as a broken worker
     session (a test's ``except Exception`` cannot swallow it), while the next test cell still runs?"""
-    meta = {"nbgrader": {"grade": True, "solution": False, "locked": True, "points": 1, "schema_version": 3}}
-    nb = v4.new_notebook(cells=[
-        v4.new_code_cell(FORGED_REPLY, metadata={"nbgrader": {"grade": False, "solution": True, "locked": False,
-                                                              "grade_id": "a1", "schema_version": 3}}),
-        v4.new_code_cell("try:\n    f()\nexcept Exception:\n    pass",
-                         metadata={"nbgrader": {**meta["nbgrader"], "grade_id": "t1"}}),
-        v4.new_code_cell("assert f.__name__ == 'f'", metadata={"nbgrader": {**meta["nbgrader"], "grade_id": "t2"}}),
-    ])
+    nb = notebook_of(
+        ("answer", FORGED_REPLY),
+        ("test", "try:\n    f()\nexcept Exception:\n    pass"),
+        ("test", "assert f.__name__ == 'f'"),
+    )
     verdicts = run_sealed(nb, student_names=["f"], cell_timeout=10.0, startup_timeout=20.0)
     assert verdicts["t1"].status is VerdictStatus.FAILED, verdicts["t1"]
     assert verdicts["t1"].ename == "WorkerProtocolError" and "malformed reply" in verdicts["t1"].detail, verdicts["t1"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -12,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from submissions import ASSIGNMENT, NOTEBOOK, RELEASE_NB, REPO, SOURCE_NB, grade_id, read
+from support import ASSIGNMENT, NOTEBOOK, RELEASE_NB, REPO, SOURCE_NB, venv_env
+from support.submissions import grade_id, read
 
 UPDATE_HINT = "regenerate with `nbgrader generate_assignment 12_embeddings --force` and commit release/"
 
@@ -46,7 +46,7 @@ def generated(tmp_path_factory) -> Path:
     course = tmp_path_factory.mktemp("course")
     shutil.copy(REPO / "nbgrader_config.py", course)
     shutil.copytree(REPO / "source", course / "source")
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = venv_env()
     subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", ASSIGNMENT, "--force",
                     f"--CourseDirectory.root={course}"], cwd=course, env=env, check=True, capture_output=True)
     return course / "release" / ASSIGNMENT / f"{NOTEBOOK}.ipynb"

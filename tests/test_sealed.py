@@ -15,44 +15,16 @@ from grading.sealed import StudentError, Verdict, VerdictStatus, run_sealed
 from grading.sealed import protocol
 from grading.sealed.checker import WorkerSession
 from grading.timing import speed_ratio
+from support.courses import cell_meta, notebook_of
 
 NAMES = ["f", "g", "Embedding", "forward", "lookup"]
 
 
 # --------------------------------------------------------------------------------- helpers
-def meta(kind: str, grade_id: str) -> dict:
-    """nbgrader metadata for a cell of the given kind (test, answer, imports, readonly, student)."""
-    if kind == "student":
-        return {}
-    flags = {
-        "test": {"grade": True, "solution": False, "points": 1, "locked": True},
-        "answer": {"grade": False, "solution": True, "locked": False},
-        "imports": {"grade": False, "solution": False, "locked": True},
-        "readonly": {"grade": False, "solution": False, "locked": True},
-    }[kind]
-    return {"nbgrader": {**flags, "grade_id": grade_id, "schema_version": 3}}
-
-
-def make_nb(*cells: tuple[str, str]):
-    """Notebook from (kind, source) pairs; test cells get grade ids t1, t2, ... in order."""
-    out, tests, answers = [], 0, 0
-    for kind, source in cells:
-        if kind == "test":
-            tests += 1
-            grade_id = f"t{tests}"
-        elif kind == "answer":
-            answers += 1
-            grade_id = f"a{answers}"
-        else:
-            grade_id = "imports" if kind == "imports" else f"{kind}-{len(out)}"
-        out.append(v4.new_code_cell(source, metadata=meta(kind, grade_id)))
-    return v4.new_notebook(cells=out)
-
-
 def sealed(*cells: tuple[str, str], **kwargs) -> dict[str, Verdict]:
     kwargs.setdefault("cell_timeout", 10.0)
     kwargs.setdefault("startup_timeout", 20.0)
-    return run_sealed(make_nb(*cells), student_names=NAMES, **kwargs)
+    return run_sealed(notebook_of(*cells), student_names=NAMES, **kwargs)
 
 
 def outcome(verdicts: dict[str, Verdict]) -> dict[str, bool]:
@@ -230,6 +202,7 @@ def test_os_exit_fails_only_the_current_test():
     assert "crashed the process" in verdicts["t2"].message
 
 
+@pytest.mark.perf
 def test_infinite_loop_fails_only_that_test_within_timeout():
     """Does an infinite loop fail only its own test, within cell_timeout, and the run finish?"""
     start = time.monotonic()
@@ -481,6 +454,7 @@ def g():
 """
 
 
+@pytest.mark.perf
 def test_speed_ratio_sealed_vectorised_slow_memoised_and_wrong():
     """In sealed mode, is a vectorised lookup well under the bound, are a slow one and a slow one
     that remembers its results (the hidden timing tests used to time the same arguments again)
@@ -521,6 +495,7 @@ def test_speed_ratio_sealed_patched_worker_gains_nothing():
     assert verdicts["t1"].message == "AssertionError: results differ from the reference while timing"
 
 
+@pytest.mark.perf
 def test_speed_ratio_in_process():
     """In a normal kernel, does speed_ratio time plain callables, call the student function once
     per argument tuple (so remembering results gains nothing) and reject wrong results?"""
@@ -553,6 +528,7 @@ def test_speed_ratio_in_process():
         speed_ratio(lambda t, ids: t[ids] + 1e-3, ref, args)
 
 
+@pytest.mark.perf
 def test_speed_ratio_keeps_the_best_chunk():
     """Does one slow moment (here: the first call sleeping) leave the best chunk's ratio intact?"""
     rng = np.random.default_rng(1)
@@ -694,9 +670,9 @@ def test_worker_session_kills_process_group_on_timeout(tmp_path):
 # --------------------------------------------------------------------------- cell roles
 def test_cell_roles_follow_the_contract():
     """Are test, answer, setup, read-only, student and markdown cells classified per CONTRACT.md?"""
-    nb = make_nb(IMPORTS, ("answer", "x = 1"), ("readonly", "plot()"), ("student", "y = 2"), ("test", "assert x"))
+    nb = notebook_of(IMPORTS, ("answer", "x = 1"), ("readonly", "plot()"), ("student", "y = 2"), ("test", "assert x"))
     nb.cells.append(v4.new_markdown_cell("text"))
-    nb.cells.append(v4.new_markdown_cell("answer", metadata=meta("answer", "m1")))
+    nb.cells.append(v4.new_markdown_cell("answer", metadata=cell_meta("answer", "m1")))
     roles = [notebook.cell_role(c) for c in nb.cells]
     assert roles == ["setup", "answer", "readonly", "student", "test", "markdown", "answer"]
     assert [i for i, _ in notebook.student_code_cells(nb)] == [0, 1, 3]

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-import submissions
-from submissions import ASSIGNMENT, NOTEBOOK, RELEASE_NB, REPO, SOURCE_NB, Submission, mutate, read
+from support import ASSIGNMENT, NOTEBOOK, RELEASE_NB, REPO, SOURCE_NB, VENV_BIN, home_env, submissions
+from support.submissions import Submission, mutate, read
 from tito import lab
 from tito.complete import course_parts
 from tito.errors import TitoError
@@ -26,7 +26,7 @@ from tito.export import export_plan
 from tito.modules import Course, discover_modules, find_course, resolve_module
 from tito.status import ModuleRecord, PartResult, format_status
 
-TITO = Path(sys.executable).parent / "tito"
+TITO = VENV_BIN / "tito"
 WORKING_COPY = Path(ASSIGNMENT) / f"{NOTEBOOK}.ipynb"
 EXPORTED = Path("tinytorch", "core", "embeddings.py")
 def heading_points(nb) -> dict[int, int]:
@@ -67,20 +67,9 @@ def contract_names() -> list[str]:
     return [name.strip() for name in section.replace("\n", " ").split(",") if name.strip()]
 
 
-def student_env(home: Path) -> dict[str, str]:
-    """A student of their own: HOME, Jupyter config, data and runtime directories under ``home``."""
-    env = dict(os.environ)
-    env.update({"HOME": str(home), "JUPYTER_CONFIG_DIR": str(home / ".jupyter"),
-                "JUPYTER_DATA_DIR": str(home / ".local/share/jupyter"),
-                "JUPYTER_RUNTIME_DIR": str(home / ".local/share/jupyter/runtime"),
-                "PATH": str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")})
-    env.pop("TITO_COURSE", None)
-    return env
-
-
 def tito(workspace: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """Run the ``tito`` console script in ``workspace`` as that workspace's student."""
-    return subprocess.run([str(TITO), *args], cwd=workspace, env=student_env(workspace / "home"),
+    return subprocess.run([str(TITO), *args], cwd=workspace, env=home_env(workspace / "home"),
                           capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 

@@ -8,7 +8,8 @@ resulting gradebook with :class:`nbgrader.api.Gradebook`. The repository itself 
 
 from __future__ import annotations
 
-import os
+import html
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -21,9 +22,11 @@ from pathlib import Path
 import nbformat
 from nbformat import NotebookNode
 
-REPO = Path(__file__).resolve().parents[1]
-ASSIGNMENT = "12_embeddings"
-NOTEBOOK = "embeddings"
+from grading.notebook import cell_role
+from grading.grade import nbgrader_env
+from grading.preprocessors import hidden_line_numbers
+from support import ASSIGNMENT, NOTEBOOK, REPO, SOURCE_NB
+
 COURSE_FILES = ("nbgrader_config.py",)
 COURSE_DIRS = ("source", "release")
 IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".ipynb_checkpoints")
@@ -64,14 +67,6 @@ def write_submission(content: NotebookNode | bytes | Path, path: Path) -> Path:
     else:
         nbformat.write(content, str(path))
     return path
-
-
-def grading_env() -> dict[str, str]:
-    """Environment of the grading subprocess: this interpreter's bin directory first on PATH."""
-    env = dict(os.environ)
-    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    return env
 
 
 def course_ids(gradebook: Path) -> list[str]:
@@ -138,12 +133,31 @@ def grade(tmp_path: Path, submissions: Mapping[str, NotebookNode | bytes | Path]
     if workers is not None:
         cmd += ["--workers", str(workers)]
     start = time.monotonic()
-    proc = subprocess.run(cmd, cwd=tmp_path, env=grading_env(), stdout=subprocess.PIPE,
+    proc = subprocess.run(cmd, cwd=tmp_path, env=nbgrader_env(), stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
     seconds = time.monotonic() - start
     scores, totals = read_scores(out / "gradebook.db")
     return GradeRun(scores=scores, totals=totals, out=out, stdout=proc.stdout, returncode=proc.returncode,
                     seconds=seconds)
+
+
+def visible_text(path: Path) -> str:
+    """The text of an HTML page (a feedback page) as a reader sees it (tags removed, entities decoded)."""
+    return html.unescape(re.sub(r"<[^>]+>", "", path.read_text(encoding="utf-8")))
+
+
+def hidden_test_lines() -> set[str]:
+    """Distinctive code lines of the hidden-test regions of the source notebook's test cells (none
+    may appear in feedback unless the student's own code holds it)."""
+    lines: set[str] = set()
+    for cell in nbformat.read(str(SOURCE_NB), as_version=4).cells:
+        if cell_role(cell) != "test":
+            continue
+        source = cell.source.splitlines()
+        hidden = hidden_line_numbers(cell.source)
+        shown = {line.strip() for number, line in enumerate(source, start=1) if number not in hidden}
+        lines |= {source[n - 1].strip() for n in hidden if len(source[n - 1].strip()) >= 20} - shown
+    return lines
 
 
 # Paths of the repository that grading could write to (results, gradebooks, the course itself).

@@ -18,12 +18,7 @@ import nbformat
 from nbformat import NotebookNode
 
 from grading import notebook
-
-REPO = Path(__file__).resolve().parents[1]
-ASSIGNMENT = "12_embeddings"
-NOTEBOOK = "embeddings"
-SOURCE_NB = REPO / "source" / ASSIGNMENT / f"{NOTEBOOK}.ipynb"
-RELEASE_NB = REPO / "release" / ASSIGNMENT / f"{NOTEBOOK}.ipynb"
+from support import RELEASE_NB, SOURCE_NB
 
 
 def grade_id(cell: NotebookNode) -> str | None:
@@ -43,12 +38,18 @@ def reference_answers() -> dict[str, str]:
     return notebook.reference_answers(read(SOURCE_NB))
 
 
+def replaced(source: str, old: str, new: str) -> str:
+    """``source`` with the single occurrence of ``old`` replaced by ``new``."""
+    if source.count(old) != 1:
+        raise ValueError(f"{old!r} occurs {source.count(old)} times, expected once")
+    return source.replace(old, new)
+
+
 def mutate(grade: str, old: str, new: str) -> dict[str, str]:
     """The reference answer of one cell with `old` replaced by `new` (which must occur exactly once)."""
     source = reference_answers()[grade]
-    count = source.count(old)
-    if count != 1:
-        raise ValueError(f"{old!r} occurs {count} times in the reference answer {grade!r}, expected once")
+    if source.count(old) != 1:
+        raise ValueError(f"{old!r} occurs {source.count(old)} times in the reference answer {grade!r}, expected once")
     return {grade: source.replace(old, new)}
 
 
