@@ -17,7 +17,7 @@ import signal
 import sqlite3
 import subprocess
 import time
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from grading import grade
 from grading.batch import grade_all
 from grading.run_one import Job, Status, StudentResult
 from support import PYTHON, REPO, bwrap_usable, pgserver
-from support.courses import make_dummy_course, run_grade, write_dummy_class
+from support.courses import run_grade, write_dummy_class
 
 CLASS = ("good", "dies", "cheater", "chatty")
 TIMESTAMP = "2026-11-30 12:34:56.000000 UTC"
@@ -82,20 +82,28 @@ def result_files(out: Path) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def graded_twice(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def graded_twice(tmp_path_factory: pytest.TempPathFactory, dummy_course: Path) -> dict[str, Any]:
+    """The class graded with --workers 1 and with --workers 2, both batches at the same time (the
+    serial one leaves a core idle), each in its own copy of the course (grading regenerates the
+    release in the course it is given)."""
     if not bwrap_usable():
         pytest.skip("bubblewrap is not usable here")
     base = tmp_path_factory.mktemp("batch")
-    course = make_dummy_course(base / "course")
-    subs = write_class(course, base / "class")
-    runs: dict[str, Any] = {"course": course, "subs": subs, "base": base}
-    for workers in ("1", "2"):
+    subs = write_class(dummy_course, base / "class")
+    runs: dict[str, Any] = {"course": dummy_course, "subs": subs, "base": base}
+
+    def run(workers: str) -> dict[str, Any]:
+        course = shutil.copytree(dummy_course, base / f"course-{workers}")
         out = base / f"out-{workers}"
         extra = ["--report", str(base / "report"), "--gradescope", str(base / "gradescope")] if workers == "2" else []
         proc = run_grade(course, subs, out, "--feedback", "--workers", workers, *extra)
         record = json.loads((out / "grading_logs" / "a1" / "batch.json").read_text())
-        runs[workers] = {"proc": proc, "out": out, "record": record,
-                         "fields": gradebook_fields(grade.gradebook_url(out / "gradebook.db"))}
+        return {"proc": proc, "out": out, "record": record,
+                "fields": gradebook_fields(grade.gradebook_url(out / "gradebook.db"))}
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {workers: pool.submit(run, workers) for workers in ("1", "2")}
+        runs.update({workers: future.result() for workers, future in futures.items()})
     return runs
 
 
@@ -288,12 +296,19 @@ def test_postgres_gradebook_serial_and_parallel(graded_twice: dict[str, Any]) ->
     if pgserver.pg_bin() is None:
         pytest.skip("PostgreSQL server binaries are not installed (scripts/setup.sh installs them)")
     base = graded_twice["base"]
+
+    def run(workers: str, url: str) -> tuple[subprocess.CompletedProcess[str], Path]:
+        course = course_on_postgres(graded_twice["course"], base / f"course-pg-{workers}", url)
+        out = base / f"out-pg-{workers}"
+        return run_grade(course, graded_twice["subs"], out, "--feedback", "--workers", workers), out
+
     with pgserver.postgres_server() as server:
-        for workers in ("1", "2"):
-            url = server.create_database(f"gradebook_{workers}")
-            course = course_on_postgres(graded_twice["course"], base / f"course-pg-{workers}", url)
-            out = base / f"out-pg-{workers}"
-            proc = run_grade(course, graded_twice["subs"], out, "--feedback", "--workers", workers)
+        urls = {workers: server.create_database(f"gradebook_{workers}") for workers in ("1", "2")}
+        with ThreadPoolExecutor(max_workers=2) as pool:  # both batches at the same time, as in graded_twice
+            futures = {workers: pool.submit(run, workers, url) for workers, url in urls.items()}
+            runs = {workers: future.result() for workers, future in futures.items()}
+        for workers, (proc, out) in runs.items():
+            url = urls[workers]
             assert proc.returncode == 0, proc.stdout + proc.stderr
             assert not (out / "gradebook.db").exists() and f"gradebook:            {url}" in proc.stdout
             assert gradebook_fields(url) == graded_twice["1"]["fields"], f"--workers {workers}"

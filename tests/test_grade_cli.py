@@ -8,6 +8,7 @@ import os
 import re
 import socket
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -137,6 +138,31 @@ def test_other_notebook_names_are_left_alone(tmp_path: Path, files: list[str], n
     dest, notes = stage(tmp_path, files, notebooks)
     assert sorted(p.name for p in dest.iterdir()) == sorted(files)
     assert notes == []
+
+
+# --------------------------------------------------------------------------- submissions
+
+
+def test_collect_submissions_layouts(tmp_path: Path) -> None:
+    submitted = tmp_path / "submitted"
+    for student in ("alice", "bob"):
+        (submitted / student / "a1").mkdir(parents=True)
+        (submitted / student / "a1" / "nb.ipynb").write_text("{}")
+    archive = tmp_path / "carol.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("a1/nb.ipynb", "{}")
+        zf.writestr("../../escape.txt", "x")
+    empty = tmp_path / "dave.zip"
+    with zipfile.ZipFile(empty, "w") as zf:
+        zf.writestr("readme.txt", "no notebook")
+    subs = grade.collect_submissions([submitted, archive, empty], "a1", tmp_path / "unpacked")
+    by_student = {s.student: s for s in subs}
+    assert sorted(by_student) == ["alice", "bob", "carol", "dave"]
+    assert by_student["carol"].path == tmp_path / "unpacked" / "carol" / "a1"
+    assert by_student["dave"].problem is not None
+    assert not (tmp_path / "escape.txt").exists()
+    with pytest.raises(grade.UsageError):
+        grade.collect_submissions([submitted / "alice", submitted / "alice" / "a1"], "a1", tmp_path / "u2")
 
 
 # --------------------------------------------------------------------------- course configuration

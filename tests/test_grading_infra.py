@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,7 +26,6 @@ import grading.preprocessors as preprocessors
 from grading import grade, sandbox
 from grading.kernel_provisioner import SealedProvisioner
 from grading.preprocessors import (
-    FULL_TEST_SOURCES,
     LimitOutputChars,
     OverwriteCellsAnywhere,
     TolerantExecute,
@@ -40,11 +38,10 @@ from grading.preprocessors import (
     output_sizes,
     remove_special_files,
 )
-from grading.hidden_region import DEFAULT_REGION, restore_test_cells
 from grading.sealed import Verdict, VerdictStatus
 from support import PYTHON, REPO, bwrap_usable, run_sandboxed
-from support.courses import (DUMMY_ANSWERS, TAMPERED, dummy_source_notebook, make_dummy_course, nbgrader_meta,
-                             run_grade, write_dummy_class)
+from support.courses import (DUMMY_ANSWERS, TAMPERED, dummy_source_notebook, nbgrader_meta, run_grade,
+                             write_dummy_class)
 
 
 def test_the_sandbox_is_usable_here():
@@ -389,61 +386,6 @@ def test_merged_outputs_drop_stderr_and_keep_points_only_if_both_pass() -> None:
     assert missing[0].output_type == "error"
 
 
-# --------------------------------------------------------------------------- hidden tests stay out of the kernel
-
-HIDDEN_TEST = (
-    "import numpy as np\nassert add(1, 2) == 3\nprint('visible test passed')\n"
-    "### BEGIN HIDDEN TESTS\nassert add(20, 22) == 42, 'HIDDEN-CHECK-MARKER'\n### END HIDDEN TESTS"
-)
-HIDDEN_ONLY_TEST = "### BEGIN HIDDEN TESTS\nassert add(2, 2) == 4  # HIDDEN-ONLY-MARKER\n### END HIDDEN TESTS\n"
-
-
-def hidden_tests_notebook() -> nbformat.NotebookNode:
-    return new_notebook(cells=[
-        new_code_cell("def add(a, b):\n    return a + b", metadata=nbgrader_meta("answer", solution=True)),
-        new_code_cell(HIDDEN_TEST, metadata=nbgrader_meta("test_add", grade=True, locked=True, points=1)),
-        new_code_cell(HIDDEN_ONLY_TEST, metadata=nbgrader_meta("test_hidden", grade=True, locked=True, points=1)),
-        new_code_cell("print('### BEGIN HIDDEN TESTS')"),  # student code is never edited
-    ])
-
-
-def test_strip_hidden_tests_keeps_the_visible_lines() -> None:
-    assert DEFAULT_REGION.strip(HIDDEN_TEST) == (
-        "import numpy as np\nassert add(1, 2) == 3\nprint('visible test passed')")
-    assert DEFAULT_REGION.strip(HIDDEN_ONLY_TEST).strip() == ""
-    assert DEFAULT_REGION.strip("a = 1\n### BEGIN HIDDEN TESTS\nsecret()") == "a = 1"  # unterminated
-
-
-def test_hidden_tests_are_recorded_stripped_and_put_back() -> None:
-    nb = hidden_tests_notebook()
-    original = copy.deepcopy(nb)
-    nb, resources = StripHiddenTests().preprocess(nb, {})
-    assert "HIDDEN" not in nb.cells[1].source and "visible test passed" in nb.cells[1].source
-    assert nb.cells[2].source.strip() == ""
-    assert nb.cells[3].source == original.cells[3].source
-    assert resources[FULL_TEST_SOURCES]["test_add"]["full"] == HIDDEN_TEST
-    assert restore_test_cells(nb, resources[FULL_TEST_SOURCES]) == 2
-    assert [c.source for c in nb.cells] == [c.source for c in original.cells]
-    assert restore_test_cells(nb, resources[FULL_TEST_SOURCES]) == 0  # already whole
-    nb.cells[1].source = "pass"
-    with pytest.raises(RuntimeError, match="test_add"):
-        restore_test_cells(nb, resources[FULL_TEST_SOURCES])
-
-
-def test_sealed_verdict_checks_and_saves_the_full_test_cells() -> None:
-    """The kernel got the visible part only; the real sealed run gets the full cells (a wrong
-    answer that only the hidden check catches fails), and the cells end up whole again."""
-    nb = hidden_tests_notebook()
-    nb.cells[0].source = "def add(a, b):\n    return 0 if (a, b) == (20, 22) else a + b"
-    nb, resources = StripHiddenTests().preprocess(nb, {})
-    nb.cells[1].outputs = [stream("visible test passed\n")]  # what the kernel printed
-    nb, resources = SealedVerdict(sandbox=False, student_names=["add"]).preprocess(nb, resources)
-    assert nb.cells[1].source == HIDDEN_TEST and nb.cells[2].source == HIDDEN_ONLY_TEST
-    assert nb.cells[1].outputs[0].traceback == ["AssertionError: HIDDEN-CHECK-MARKER"], nb.cells[1].outputs
-    assert [o.output_type for o in nb.cells[1].outputs] == ["error", "stream"]
-    assert nb.cells[2].outputs == []  # the hidden-only cell passed (2 + 2 is right)
-
-
 def test_student_text_imitating_an_infrastructure_failure_is_an_ordinary_failure() -> None:
     """Does a student exception whose message reads like a failed sealed worker cost only that
     cell (the submission is graded), instead of making the whole submission come out not graded?"""
@@ -535,39 +477,14 @@ def test_sanitize_drops_empty_nbgrader_metadata() -> None:
     assert "nbgrader" not in nb.cells[0].metadata
 
 
-# --------------------------------------------------------------------------- submissions
-
-
-def test_collect_submissions_layouts(tmp_path: Path) -> None:
-    submitted = tmp_path / "submitted"
-    for student in ("alice", "bob"):
-        (submitted / student / "a1").mkdir(parents=True)
-        (submitted / student / "a1" / "nb.ipynb").write_text("{}")
-    archive = tmp_path / "carol.zip"
-    with zipfile.ZipFile(archive, "w") as zf:
-        zf.writestr("a1/nb.ipynb", "{}")
-        zf.writestr("../../escape.txt", "x")
-    empty = tmp_path / "dave.zip"
-    with zipfile.ZipFile(empty, "w") as zf:
-        zf.writestr("readme.txt", "no notebook")
-    subs = grade.collect_submissions([submitted, archive, empty], "a1", tmp_path / "unpacked")
-    by_student = {s.student: s for s in subs}
-    assert sorted(by_student) == ["alice", "bob", "carol", "dave"]
-    assert by_student["carol"].path == tmp_path / "unpacked" / "carol" / "a1"
-    assert by_student["dave"].problem is not None
-    assert not (tmp_path / "escape.txt").exists()
-    with pytest.raises(grade.UsageError):
-        grade.collect_submissions([submitted / "alice", submitted / "alice" / "a1"], "a1", tmp_path / "u2")
-
-
 # --------------------------------------------------------------------------- end to end
 
 @pytest.fixture(scope="module")
-def graded(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def graded(tmp_path_factory: pytest.TempPathFactory, dummy_course: Path) -> dict:
     if not bwrap_usable():
         pytest.skip("bubblewrap is not usable here")
     base = tmp_path_factory.mktemp("grading")
-    course = make_dummy_course(base / "course")
+    course = dummy_course
     submissions = write_dummy_class(course, base / "incoming", [*DUMMY_ANSWERS, *TAMPERED])
     out = base / "out"
     csv = base / "grades.csv"

@@ -8,12 +8,15 @@ grader must then strip, restore and redact exactly that region too.
 
 from __future__ import annotations
 
+import copy
+
 import nbformat
-from nbformat.v4 import new_code_cell, new_notebook
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook, new_output
 from traitlets.config import Config
 
-from grading.hidden_region import DEFAULT_REGION, HiddenRegion
-from grading.preprocessors import SealedVerdict, StripHiddenTests
+from grading.hidden_region import DEFAULT_REGION, HiddenRegion, restore_test_cells
+from grading.preprocessors import FULL_TEST_SOURCES, SealedVerdict, StripHiddenTests
 from support.courses import nbgrader_meta
 
 BEGIN, END = "BEGIN SECRET CHECKS", "END SECRET CHECKS"
@@ -76,3 +79,58 @@ def test_one_region_gives_strip_line_numbers_and_quotes():
     assert region.quote_line(SECRET_SOURCE, 3) == "a hidden test failed"
     assert region.line_numbers(f"a\n# {BEGIN}\nb\nc") == {2, 3, 4}
     assert DEFAULT_REGION.line_numbers(SECRET_SOURCE) == frozenset()  # other delimiters: nothing hidden
+
+
+# --------------------------------------------------------------------------- hidden tests stay out of the kernel
+
+HIDDEN_TEST = (
+    "import numpy as np\nassert add(1, 2) == 3\nprint('visible test passed')\n"
+    "### BEGIN HIDDEN TESTS\nassert add(20, 22) == 42, 'HIDDEN-CHECK-MARKER'\n### END HIDDEN TESTS"
+)
+HIDDEN_ONLY_TEST = "### BEGIN HIDDEN TESTS\nassert add(2, 2) == 4  # HIDDEN-ONLY-MARKER\n### END HIDDEN TESTS\n"
+
+
+def hidden_tests_notebook() -> nbformat.NotebookNode:
+    return new_notebook(cells=[
+        new_code_cell("def add(a, b):\n    return a + b", metadata=nbgrader_meta("answer", solution=True)),
+        new_code_cell(HIDDEN_TEST, metadata=nbgrader_meta("test_add", grade=True, locked=True, points=1)),
+        new_code_cell(HIDDEN_ONLY_TEST, metadata=nbgrader_meta("test_hidden", grade=True, locked=True, points=1)),
+        new_code_cell("print('### BEGIN HIDDEN TESTS')"),  # student code is never edited
+    ])
+
+
+def test_strip_hidden_tests_keeps_the_visible_lines() -> None:
+    assert DEFAULT_REGION.strip(HIDDEN_TEST) == (
+        "import numpy as np\nassert add(1, 2) == 3\nprint('visible test passed')")
+    assert DEFAULT_REGION.strip(HIDDEN_ONLY_TEST).strip() == ""
+    assert DEFAULT_REGION.strip("a = 1\n### BEGIN HIDDEN TESTS\nsecret()") == "a = 1"  # unterminated
+
+
+def test_hidden_tests_are_recorded_stripped_and_put_back() -> None:
+    nb = hidden_tests_notebook()
+    original = copy.deepcopy(nb)
+    nb, resources = StripHiddenTests().preprocess(nb, {})
+    assert "HIDDEN" not in nb.cells[1].source and "visible test passed" in nb.cells[1].source
+    assert nb.cells[2].source.strip() == ""
+    assert nb.cells[3].source == original.cells[3].source
+    assert resources[FULL_TEST_SOURCES]["test_add"]["full"] == HIDDEN_TEST
+    assert restore_test_cells(nb, resources[FULL_TEST_SOURCES]) == 2
+    assert [c.source for c in nb.cells] == [c.source for c in original.cells]
+    assert restore_test_cells(nb, resources[FULL_TEST_SOURCES]) == 0  # already whole
+    nb.cells[1].source = "pass"
+    with pytest.raises(RuntimeError, match="test_add"):
+        restore_test_cells(nb, resources[FULL_TEST_SOURCES])
+
+
+def test_sealed_verdict_checks_and_saves_the_full_test_cells() -> None:
+    """The kernel got the visible part only; the real sealed run gets the full cells (a wrong
+    answer that only the hidden check catches fails), and the cells end up whole again."""
+    nb = hidden_tests_notebook()
+    nb.cells[0].source = "def add(a, b):\n    return 0 if (a, b) == (20, 22) else a + b"
+    nb, resources = StripHiddenTests().preprocess(nb, {})
+    nb.cells[1].outputs = [new_output("stream", name="stdout", text="visible test passed\n")]  # what the kernel printed
+    nb, resources = SealedVerdict(sandbox=False, student_names=["add"]).preprocess(nb, resources)
+    assert nb.cells[1].source == HIDDEN_TEST and nb.cells[2].source == HIDDEN_ONLY_TEST
+    assert nb.cells[1].outputs[0].traceback == ["AssertionError: HIDDEN-CHECK-MARKER"], nb.cells[1].outputs
+    assert [o.output_type for o in nb.cells[1].outputs] == ["error", "stream"]
+    assert nb.cells[2].outputs == []  # the hidden-only cell passed (2 + 2 is right)
