@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from support import ASSIGNMENT, NOTEBOOK  # noqa: E402
-from support.submissions import Submission, reference_answers, write  # noqa: E402
+from support.submissions import Submission, reference_answers, write_submission  # noqa: E402
 
 
 def main(out: Path) -> None:
@@ -20,7 +20,7 @@ def main(out: Path) -> None:
                    answers={k: answers[k] for k in ("embedding_class", "memory")}),
     ]
     for demo in demos:
-        path = write(demo.notebook(), out / demo.name / ASSIGNMENT / f"{NOTEBOOK}.ipynb")
+        path = write_submission(demo.notebook(), out / demo.name / ASSIGNMENT / f"{NOTEBOOK}.ipynb")
         print(f"wrote {path}")
 
 

@@ -81,7 +81,7 @@ def workspace(tmp_path: Path) -> Path:
 
 
 def write_working_copy(workspace: Path, sub: Submission) -> Path:
-    return submissions.write(sub.notebook(), workspace / WORKING_COPY)
+    return submissions.write_submission(sub.notebook(), workspace / WORKING_COPY)
 
 
 # --------------------------------------------------------------------------- module names and course

@@ -26,6 +26,7 @@ from grading.notebook import cell_role
 from grading.grade import nbgrader_env
 from grading.preprocessors import hidden_line_numbers
 from support import ASSIGNMENT, NOTEBOOK, REPO, SOURCE_NB
+from support.submissions import write_submission  # looked up here at each call: tests may patch it
 
 COURSE_FILES = ("nbgrader_config.py",)
 COURSE_DIRS = ("source", "release")
@@ -55,18 +56,6 @@ def copy_course(dest: Path, config: str = "") -> Path:
         with open(dest / "nbgrader_config.py", "a", encoding="utf-8") as f:
             f.write("\n# Added by the test pipeline\n" + config.strip("\n") + "\n")
     return dest
-
-
-def write_submission(content: NotebookNode | bytes | Path, path: Path) -> Path:
-    """Write one student's notebook: a NotebookNode as JSON, bytes raw, a Path copied."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(content, (bytes, bytearray)):
-        path.write_bytes(bytes(content))
-    elif isinstance(content, Path):
-        shutil.copy2(content, path)
-    else:
-        nbformat.write(content, str(path))
-    return path
 
 
 def course_ids(gradebook: Path) -> list[str]:

@@ -10,6 +10,7 @@ a student added, and ``transform`` may tamper with the notebook JSON at the end.
 from __future__ import annotations
 
 import copy
+import shutil
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,7 +92,13 @@ def build(sub: Submission) -> NotebookNode:
     return nb
 
 
-def write(nb: NotebookNode, path: Path) -> Path:
+def write_submission(content: NotebookNode | bytes | Path, path: Path) -> Path:
+    """Write one student's notebook: a NotebookNode as JSON, bytes raw, a Path copied."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    nbformat.write(nb, str(path))
+    if isinstance(content, (bytes, bytearray)):
+        path.write_bytes(bytes(content))
+    elif isinstance(content, Path):
+        shutil.copy2(content, path)
+    else:
+        nbformat.write(content, str(path))
     return path
