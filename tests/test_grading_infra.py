@@ -419,8 +419,11 @@ def test_a_worker_that_cannot_start_leaves_the_submission_not_graded(tmp_path: P
 # --------------------------------------------------------------------------- missing cells put back
 
 
-def saved_gradebook(tmp_path: Path) -> dict:
-    """A gradebook holding the dummy notebook's cells, as generate_assignment leaves it."""
+@pytest.fixture(scope="module")
+def saved_gradebook(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A gradebook holding the dummy notebook's cells, as generate_assignment leaves it (read only by
+    the tests, so created once: nbgrader's migrations take seconds)."""
+    tmp_path = tmp_path_factory.mktemp("saved-gradebook")
     from nbgrader.api import Gradebook
     from nbgrader.preprocessors import ComputeChecksums, SaveCells
 
@@ -443,10 +446,10 @@ def cell_ids(nb: nbformat.NotebookNode) -> list[str | None]:
     (["test_shout"], ["test_add", "test_crash", "test_shout"]),
 ])
 def test_missing_test_cells_are_put_back_after_the_nearest_cell_present(
-        tmp_path: Path, kept: list[str], expected: list[str]) -> None:
+        saved_gradebook: dict, kept: list[str], expected: list[str]) -> None:
     from nbgrader.preprocessors import CheckCellMetadata
 
-    resources = saved_gradebook(tmp_path)
+    resources = copy.deepcopy(saved_gradebook)
     nb = dummy_source_notebook()
     nb.cells = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") in kept]
     nb, resources = OverwriteCellsAnywhere(add_missing_cells=True).preprocess(nb, resources)
