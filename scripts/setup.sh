@@ -60,7 +60,7 @@ if [ ! -x /usr/bin/chromium ] && ! apt_install chromium "the JupyterHub browser 
   echo "setup: chromium is missing: the JupyterHub test (pytest -m hub) needs /usr/bin/chromium" >&2
 fi
 
-# PostgreSQL server binaries: the gradebook tests start a throw-away server (tests/pgserver.py).
+# PostgreSQL server binaries: the gradebook tests start a throw-away server (tests/support/pgserver.py).
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
   if ! apt_install postgresql "for the PostgreSQL gradebook tests"; then
     echo "setup: PostgreSQL server binaries not found; the postgres tests will be skipped (install 'postgresql')" >&2
