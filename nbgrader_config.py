@@ -58,11 +58,12 @@ c.Autograde.autograde_preprocessors = [
     "nbgrader.preprocessors.CheckCellMetadata",
 ]
 
-# Read-only cells not run while grading: the speed self-checks and the profiling and plots of
-# Parts 7 and 8 earn no points and take seconds of every submission's kernel time.
+# Read-only cells not run while grading: the speed self-checks, the profiling and plots of Parts 7
+# and 8 and Part 9's corpus and training demonstration earn no points and take seconds of every
+# submission's kernel time (every test cell builds what it needs itself).
 c.TolerantExecute.skip_cells = [
     "speed_check_embedding", "speed_check_sinusoid", "profile_bandwidth", "profile_patterns",
-    "profile_backward", "profile_sparse_grad", "profile_allreduce",
+    "profile_backward", "profile_sparse_grad", "profile_allreduce", "train_corpus", "train_tied",
 ]
 
 # Limits of the sealed worker that re-checks every test cell (defaults shown; raise them for a
@@ -90,6 +91,7 @@ c.SealedVerdict.student_names = [
     "tied_output_logits", "factorized_embedding_params", "quantize_int8", "dequantize_int8",
     "lookup_bytes_moved", "make_access_pattern", "benchmark_lookup", "decode_step_costs",
     "sparse_embedding_grad", "shard_table", "sharded_lookup", "allreduce_bytes_per_device",
+    "nearest_neighbors",
 ]
 
 # Feedback never shows the code between BEGIN/END HIDDEN TESTS.

@@ -290,3 +290,36 @@ def test_decode_step_costs_count_one_row_and_one_matrix_vector_product(ref):
     table = np.zeros((300, 24), dtype=np.float16)
     costs = ref["decode_step_costs"](300, 24, np.float16)
     assert costs == {"lookup_bytes": table[0].nbytes, "lm_head_flops": 2 * table.size, "lm_head_bytes": table.nbytes}
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_nearest_neighbors_is_the_brute_force_ranking(ref, seed):
+    """Are the neighbours every other row sorted by (-cosine, id), on tables with exact ties (rows
+    scaled by powers of two) and zero rows?"""
+    rng = np.random.default_rng(30 + seed)
+    base = rng.integers(-3, 4, (6, 4)).astype(np.float64)
+    table = np.concatenate([base, 2.0 * base[:3], 0.25 * base[3:], np.zeros((2, 4))])[rng.permutation(14)]
+    norms = [math.sqrt(sum(x * x for x in row)) for row in table]
+    for q in range(len(table)):
+        sims = [0.0 if norms[q] == 0 or norms[j] == 0 else float(table[q] @ table[j]) / (norms[q] * norms[j])
+                for j in range(len(table))]
+        want = sorted((j for j in range(len(table)) if j != q), key=lambda j: (round(-sims[j], 12), j))
+        assert ref["nearest_neighbors"](table, q, len(table) - 1).tolist() == want, q
+
+
+def test_training_demo_learns_what_the_text_says(ref):
+    """Do Part 9's corpus and training cells, run on the reference, bring the loss to the bigram floor
+    and give every printed word neighbours of its own class?"""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    ns = dict(ref)
+    for cell in read(SOURCE_NB).cells:
+        if grade_id(cell) in ("train_corpus", "train_tied"):
+            exec(compile(cell.source, grade_id(cell), "exec"), ns)
+    losses, floor = ns["train_losses"], ns["bigram_floor"]
+    assert losses[:3].mean() > np.log(len(ns["VOCAB"])) - 0.6 and losses[-10:].mean() < floor + 0.1
+    for word in ["cat", "eats", "apple", "big", "sweet", "the"]:
+        mine = ns["WORD_CLASS"][ns["WORD_ID"][word]]
+        neighbours = ns["nearest_neighbors"](ns["trained_table"], ns["WORD_ID"][word], 3)
+        assert all(ns["WORD_CLASS"][j] == mine for j in neighbours), word

@@ -65,7 +65,7 @@ def test_points_add_up_to_the_advertised_total():
     assert auto == AUTOGRADED_POINTS, f"autograded points add up to {auto}, expected {AUTOGRADED_POINTS}"
     assert manual == MANUAL_POINTS, f"manual points add up to {manual}, expected {MANUAL_POINTS}"
     intro = read(SOURCE_NB).cells[0].source
-    parts = [int(p) for p in re.findall(r"^\| \d \| .* \| (\d+) \|$", intro, flags=re.M)]
+    parts = [int(p) for p in re.findall(r"^\| \d+ \| .* \| (\d+) \|$", intro, flags=re.M)]
     assert sum(parts) == AUTOGRADED_POINTS + MANUAL_POINTS, f"the overview table advertises {sum(parts)} points"
 
 
@@ -80,7 +80,7 @@ def test_part_headings_match_their_points():
             totals[heading] = 0
         elif heading and "nbgrader" in cell.metadata and meta(cell)["grade"]:
             totals[heading] += meta(cell)["points"]
-    assert len(totals) == 9, f"expected 9 parts, found {len(totals)}"
+    assert len(totals) == 10, f"expected 10 parts, found {len(totals)}"
     for (part, advertised), total in totals.items():
         assert total == int(advertised), f"Part {part} advertises {advertised} points, its cells hold {total}"
 
