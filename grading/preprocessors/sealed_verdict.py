@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from nbformat.notebooknode import NotebookNode
-from nbgrader.preprocessors import NbGraderPreprocessor
+from nbgrader.preprocessors import Execute, NbGraderPreprocessor
 from traitlets import Bool, Float, Integer, List, Unicode
 
 from grading import sandbox as sandboxing
@@ -137,6 +137,10 @@ class SealedVerdict(NbGraderPreprocessor):
         restored = restore_test_cells(nb, (resources or {}).get(FULL_TEST_SOURCES) or {})
         if restored:
             self.log.info("Hidden tests put back into %d test cells for the sealed re-check", restored)
+        if not Execute(config=self.config).enabled:
+            # ``nbgrader autograde --no-execute``: grade the outputs the notebook holds, as nbgrader does.
+            self.log.info("Execution disabled (--no-execute): no sealed re-check, the saved outputs are graded")
+            return nb, resources
         source_dir = notebook_dir(resources)
         bound = SubmissionLimits(config=self.config).memory_bytes
         self.log.info("Sealed worker: %s", mechanism(bound))
