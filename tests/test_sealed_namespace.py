@@ -241,3 +241,25 @@ def test_generate_assignment_refuses_with_the_course_configuration(tmp_path):
     assert results["write"].returncode != 0
     assert "test cell 't1', line 1: an item write into a value read from the student's side" in \
         results["write"].stderr
+
+
+def test_no_execute_grades_the_saved_outputs():
+    """``nbgrader autograde --no-execute`` (``Execute.enabled = False``): SealedVerdict puts the
+    hidden tests back but runs no sealed re-check, so the saved outputs are graded, as in nbgrader;
+    with execution on, the same cell fails sealed."""
+    import copy
+
+    import nbformat.v4 as v4
+    from traitlets.config import Config
+
+    from grading.preprocessors import SealedVerdict
+
+    nb = make_nb(("answer", "def f():\n    return 1\n"), ("test", "assert f() == 2"))
+    saved = [v4.new_output("stream", name="stdout", text="ok\n")]
+    nb.cells[1].outputs = copy.deepcopy(saved)
+    config = Config({"SealedVerdict": {"sandbox": False}})
+    off = Config({**config, "Execute": {"enabled": False}})
+    skipped, _ = SealedVerdict(config=off).preprocess(copy.deepcopy(nb), {})
+    checked, _ = SealedVerdict(config=config).preprocess(copy.deepcopy(nb), {})
+    assert skipped.cells[1].outputs == saved
+    assert checked.cells[1].outputs[0]["output_type"] == "error"

@@ -98,7 +98,11 @@ class SealedVerdict(NbGraderPreprocessor):
     giving zero.
     """
 
-    student_names = List(Unicode(), help="Names the tests may use from the student's code.").tag(config=True)
+    student_names = List(
+        Unicode(),
+        help="Names test cells read from the student's side even where they shadow a builtin (every other "
+        "student name is read too, builtins and the setup cells' imports excepted; grading/CONTRACT.md).",
+    ).tag(config=True)
     setup_grade_ids = List(Unicode(), default_value=["imports"], help="grade_ids of setup cells.").tag(
         config=True
     )

@@ -1,7 +1,8 @@
 """Sealed re-check of an autograded notebook.
 
 Student code (answer, setup and student-added cells) runs in a separate WORKER process; each test
-cell runs here, in a fresh namespace whose student-facing names are proxies
+cell runs here, in a fresh :class:`~grading.sealed.namespace.TestNamespace` that reads, binds and
+deletes the student's names in the worker as a kernel would, with student objects as proxies
 (:mod:`grading.sealed.proxy`). Only plain data crosses the process boundary, so nothing the student
 does (patching numpy or builtins, lying ``__eq__``, frame inspection, custom exception handlers)
 can influence how the test's assertions are evaluated.
@@ -585,8 +586,10 @@ def run_sealed(nb: Mapping[str, Any], *, student_names: Sequence[str],
 
     ``nb`` is the notebook as restored by nbgrader (test cells hold the instructor's code). Student
     code cells (answer, setup, student-added) run in the worker, in notebook order, before the test
-    cells that follow them; each test cell runs in this process in a fresh namespace where only
-    ``student_names`` are bound, to proxies. A test passes iff its code completes without raising.
+    cells that follow them; each test cell runs in this process in a fresh
+    :class:`~grading.sealed.namespace.TestNamespace`: names it does not bind are read from the
+    student's namespace (builtins and the setup cells' imports excepted, unless listed in
+    ``student_names``). A test passes iff its code completes without raising.
 
     ``worker_prefix`` is prepended to the worker's command line (e.g. a ``bwrap``/``prlimit``
     wrapper; it must keep inherited file descriptors open). ``cell_timeout`` bounds the requests of
