@@ -84,7 +84,30 @@ c.TolerantExecute.skip_cells = [
 # c.ClearHiddenTests.begin_test_delimeter = "BEGIN HIDDEN TESTS"
 # c.ClearHiddenTests.end_test_delimeter = "END HIDDEN TESTS"
 
-# Names the sealed checker lets test cells take from the student's code (grading/CONTRACT.md).
+# Generating the assignment (nbgrader's list, with two additions): AUTOTEST snippets whose value is a
+# student object, and test-cell idioms that the sealed re-check would grade differently from a
+# kernel (item writes into student data, mocks of student functions), are refused with a message
+# naming the cell (grading/CONTRACT.md). They read the full test cells and the reference solution,
+# so they come before ClearSolutions and ClearHiddenTests.
+c.GenerateAssignment.preprocessors = [
+    "nbgrader.preprocessors.IncludeHeaderFooter",
+    "grading.preprocessors.SealedInstantiateTests",
+    "grading.preprocessors.CheckSealedTests",
+    "nbgrader.preprocessors.LockCells",
+    "nbgrader.preprocessors.ClearSolutions",
+    "nbgrader.preprocessors.ClearOutput",
+    "nbgrader.preprocessors.CheckCellMetadata",
+    "nbgrader.preprocessors.ComputeChecksums",
+    "nbgrader.preprocessors.SaveCells",
+    "nbgrader.preprocessors.ClearHiddenTests",
+    "nbgrader.preprocessors.ClearMarkScheme",
+    "nbgrader.preprocessors.ComputeChecksums",
+    "nbgrader.preprocessors.CheckCellMetadata",
+]
+
+# Test cells read any top-level name of the student's namespace, except builtins and the names the
+# setup cells import (those are always the checker's own). Names listed here are read from the
+# student's side even where they shadow a builtin (none of this course's do); grading/CONTRACT.md.
 c.SealedVerdict.student_names = [
     "Embedding", "create_sinusoidal_embeddings", "PositionalEncoding", "EmbeddingLayer",
     "embedding_memory_bytes", "training_memory_bytes", "transformer_param_counts",

@@ -20,6 +20,10 @@
     caps the characters of every cell's outputs after execution (nbgrader's
     ``LimitOutput`` only counts lines), per cell and for the whole notebook.
 
+``CheckSealedTests`` (:mod:`.check_sealed_tests`) and ``SealedInstantiateTests`` (:mod:`.instantiate_tests`)
+    run when the assignment is generated: they refuse test-cell idioms and ``AUTOTEST``
+    snippets that the sealed re-check would grade differently from a kernel.
+
 ``SafeExecute`` and ``LimitOutputSize`` are the former names of
 ``TolerantExecute`` and ``LimitOutputChars`` (subclasses, so their old
 configuration sections still apply). See ``nbgrader_config.py`` for where the
@@ -27,6 +31,7 @@ preprocessors sit in the preprocessor lists.
 """
 
 from grading.hidden_region import FULL_TEST_SOURCES, hidden_line_numbers
+from grading.preprocessors.check_sealed_tests import CheckSealedTests, SealedIdiomError
 from grading.preprocessors.execute import (
     KERNEL_DIED,
     KERNEL_STOPPED,
@@ -37,6 +42,7 @@ from grading.preprocessors.execute import (
 )
 from grading.preprocessors.files import copy_data_files, notebook_dir, notebooks_hidden, remove_special_files
 from grading.preprocessors.hidden_tests import StripHiddenTests
+from grading.preprocessors.instantiate_tests import SealedAutotestError, SealedInstantiateTests
 from grading.preprocessors.limit_output import LimitOutputChars, LimitOutputSize
 from grading.preprocessors.outputs import cap_outputs, cap_traceback, error_output, output_sizes
 from grading.preprocessors.overwrite_cells import OverwriteCellsAnywhere
@@ -44,6 +50,7 @@ from grading.preprocessors.sanitize import SanitizeNbgraderMetadata, known_grade
 from grading.preprocessors.sealed_verdict import SealedVerdict, kernel_failure, merged_test_outputs
 
 __all__ = [
+    "CheckSealedTests",
     "FULL_TEST_SOURCES",
     "KERNEL_DIED",
     "KERNEL_STOPPED",
@@ -54,6 +61,9 @@ __all__ = [
     "OverwriteCellsAnywhere",
     "SafeExecute",
     "SanitizeNbgraderMetadata",
+    "SealedAutotestError",
+    "SealedIdiomError",
+    "SealedInstantiateTests",
     "SealedVerdict",
     "StripHiddenTests",
     "TolerantExecute",

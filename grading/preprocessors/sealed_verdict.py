@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from nbformat.notebooknode import NotebookNode
-from nbgrader.preprocessors import NbGraderPreprocessor
+from nbgrader.preprocessors import Execute, NbGraderPreprocessor
 from traitlets import Bool, Float, Integer, List, Unicode
 
 from grading import sandbox as sandboxing
@@ -98,7 +98,11 @@ class SealedVerdict(NbGraderPreprocessor):
     giving zero.
     """
 
-    student_names = List(Unicode(), help="Names the tests may use from the student's code.").tag(config=True)
+    student_names = List(
+        Unicode(),
+        help="Names test cells read from the student's side even where they shadow a builtin (every other "
+        "student name is read too, builtins and the setup cells' imports excepted; grading/CONTRACT.md).",
+    ).tag(config=True)
     setup_grade_ids = List(Unicode(), default_value=["imports"], help="grade_ids of setup cells.").tag(
         config=True
     )
@@ -137,6 +141,10 @@ class SealedVerdict(NbGraderPreprocessor):
         restored = restore_test_cells(nb, (resources or {}).get(FULL_TEST_SOURCES) or {})
         if restored:
             self.log.info("Hidden tests put back into %d test cells for the sealed re-check", restored)
+        if not Execute(config=self.config).enabled:
+            # ``nbgrader autograde --no-execute``: grade the outputs the notebook holds, as nbgrader does.
+            self.log.info("Execution disabled (--no-execute): no sealed re-check, the saved outputs are graded")
+            return nb, resources
         source_dir = notebook_dir(resources)
         bound = SubmissionLimits(config=self.config).memory_bytes
         self.log.info("Sealed worker: %s", mechanism(bound))

@@ -1,7 +1,8 @@
 """Sealed re-check of an autograded notebook.
 
 Student code (answer, setup and student-added cells) runs in a separate WORKER process; each test
-cell runs here, in a fresh namespace whose student-facing names are proxies
+cell runs here, in a fresh :class:`~grading.sealed.namespace.TestNamespace` that reads, binds and
+deletes the student's names in the worker as a kernel would, with student objects as proxies
 (:mod:`grading.sealed.proxy`). Only plain data crosses the process boundary, so nothing the student
 does (patching numpy or builtins, lying ``__eq__``, frame inspection, custom exception handlers)
 can influence how the test's assertions are evaluated.
@@ -14,6 +15,7 @@ is skipped from then on (as if it had raised), so the number of restarts is boun
 
 from __future__ import annotations
 
+import ast
 import builtins
 import contextlib
 import enum
@@ -37,10 +39,12 @@ import numpy as np
 from grading.hidden_region import DEFAULT_REGION, HiddenRegion
 from grading.memory_bound import TreeWatchdog
 from grading.sandbox import sandbox_env
-from grading.notebook import cell_source, execution_plan, student_code_cells, test_cells, test_grade_id
+from grading.notebook import (cell_source, cells_with_role, execution_plan, student_code_cells, test_cells,
+                              test_grade_id)
 from grading.sealed import protocol
 from grading.sealed.protocol import SealedFailure, WorkerCrashed, WorkerProtocolError, WorkerTimeout
-from grading.sealed.proxy import RemoteObject, StudentGlobal, handle_of, session_of
+from grading.sealed.namespace import TestNamespace
+from grading.sealed.proxy import RemoteObject, handle_of, session_of
 from grading.sealed.worker import BOOTSTRAP
 
 log = logging.getLogger(__name__)
@@ -407,6 +411,37 @@ def failed_verdict(grade_id: str, exc: BaseException, source: str, filename: str
                    line, hidden, seconds)
 
 
+def _running_line(filename: str) -> int | None:
+    """The line of the test cell compiled as ``filename`` that is executing now, if any."""
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename != filename:
+        frame = frame.f_back
+    return frame.f_lineno if frame is not None else None
+
+
+def setup_imports(nb: Mapping[str, Any], setup_grade_ids: Sequence[str]) -> dict[str, Any]:
+    """The names the import statements of the setup cells bind, imported in the checker.
+
+    Test cells see these (``np`` of ``import numpy as np``) as the checker's own modules, never the
+    student's, whatever the student later binds to the same names. Other statements of the setup
+    cells run in the worker only; an import the checker cannot do is left out (the name then
+    resolves on the student's side, a module as the checker's own copy when it has one).
+    """
+    names: dict[str, Any] = {"__builtins__": builtins}
+    for _, cell in cells_with_role(nb, {"setup"}, setup_grade_ids=setup_grade_ids):
+        try:
+            tree = ast.parse(cell_source(cell))
+        except SyntaxError:
+            continue
+        for node in tree.body:
+            if isinstance(node, (ast.Import, ast.ImportFrom)) and not (
+                    isinstance(node, ast.ImportFrom) and (node.level or any(a.name == "*" for a in node.names))):
+                with contextlib.suppress(Exception):
+                    exec(compile(ast.Module([node], []), "<setup imports>", "exec"), names)
+    names.pop("__builtins__", None)
+    return names
+
+
 # ---------------------------------------------------------------------------------- the runner
 @contextlib.contextmanager
 def _scratch_dir(workdir: str | None) -> Iterator[Path]:
@@ -438,6 +473,7 @@ class _Runner:
         self.python = python
         self.workdir = workdir
         self.sources = {i: cell_source(c) for i, c in student_code_cells(nb, self.setup_grade_ids)}
+        self.instructor = setup_imports(nb, self.setup_grade_ids)
         self.session: WorkerSession | None = None
         self.executed: set[int] = set()
         self.skipped: set[int] = set()
@@ -509,12 +545,14 @@ class _Runner:
         session = self.session
         assert session is not None
         filename = f"<sealed test {grade_id}>"
-        namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
-        namespace.update({name: StudentGlobal(session, name) for name in self.student_names})
+        hidden = frozenset(self.region.line_numbers(source))
         session.begin_cell(self.cell_timeout)
         error: BaseException | None = None
+        namespace: dict[str, Any] = {}
         start = time.perf_counter()
         try:
+            namespace = TestNamespace(session, preferred=self.student_names, instructor=self.instructor,
+                                      hidden_line=lambda: _running_line(filename) in hidden)
             with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), \
                     contextlib.redirect_stderr(sink):
                 exec(compile(source, filename, "exec"), namespace)
@@ -523,7 +561,7 @@ class _Runner:
         except BaseException as exc:  # noqa: BLE001 - any exception fails the test
             error = exc
         seconds = time.perf_counter() - start
-        namespace.clear()
+        dict.clear(namespace)
         if session.failure is not None:
             error = session.failure  # even if the test code swallowed it
         else:
@@ -548,8 +586,10 @@ def run_sealed(nb: Mapping[str, Any], *, student_names: Sequence[str],
 
     ``nb`` is the notebook as restored by nbgrader (test cells hold the instructor's code). Student
     code cells (answer, setup, student-added) run in the worker, in notebook order, before the test
-    cells that follow them; each test cell runs in this process in a fresh namespace where only
-    ``student_names`` are bound, to proxies. A test passes iff its code completes without raising.
+    cells that follow them; each test cell runs in this process in a fresh
+    :class:`~grading.sealed.namespace.TestNamespace`: names it does not bind are read from the
+    student's namespace (builtins and the setup cells' imports excepted, unless listed in
+    ``student_names``). A test passes iff its code completes without raising.
 
     ``worker_prefix`` is prepended to the worker's command line (e.g. a ``bwrap``/``prlimit``
     wrapper; it must keep inherited file descriptors open). ``cell_timeout`` bounds the requests of

@@ -26,6 +26,9 @@ Requests (checker -> worker) are headers ``{"op": name, ...}``; replies are ``{"
 
 * ``exec_cells(sources)``: run cells through IPython, reply with one success flag per cell
 * ``getglobal(name)``: handle to a top-level student name (``NameError`` if undefined)
+* ``loadglobal(name)``: a top-level student name as a test cell reads it: ``{"module": name}`` or
+  ``{"value": value}`` (``NameError`` if undefined); ``setglobal(name, value)``, ``delglobal(name)``;
+  ``globalnames()``: the student's own top-level names
 * ``getattr(h, name)``, ``setattr(h, name, value)``, ``call(h, args, kwargs)``
 * ``release(ids | all)``: forget handles
 * ``bench(h, args_list)``: call ``h`` on every argument tuple and reply with the fingerprints of

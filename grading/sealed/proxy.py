@@ -5,7 +5,8 @@ writes and calls. Results that are plain data come back as local copies; everyth
 back as another :class:`RemoteObject`. Nothing else is forwarded: a proxy has no ``__eq__``,
 ``__len__``, ``__iter__``, ``__array__`` or arithmetic, and ``bool(proxy)`` raises, so a student
 object used where a number, array or boolean is expected fails with ``TypeError`` instead of
-comparing equal. Dunder attributes are never fetched from the worker (numpy would otherwise read
+comparing equal. Arrays read from a student object are read-only copies (an in-place write on one
+would otherwise change nothing on the student's side, silently). Dunder attributes are never fetched from the worker (numpy would otherwise read
 ``__array_interface__`` from it and trust a raw pointer).
 """
 
@@ -14,8 +15,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+import numpy as np
+
 #: Dunder names that may be read from the worker (plain strings, never interpreted by Python).
 SAFE_DUNDERS = frozenset({"__name__", "__qualname__"})
+
+
+def read_only(value: Any, depth: int = 0) -> Any:
+    """Mark every ndarray in ``value`` (a decoded, checker-owned copy) read-only, in place."""
+    if type(value) is np.ndarray:
+        value.flags.writeable = False
+    elif type(value) in (list, tuple, set, frozenset) and depth < 100:
+        for item in value:
+            read_only(item, depth + 1)
+    elif type(value) is dict and depth < 100:
+        for item in value.values():
+            read_only(item, depth + 1)
+    return value
 
 
 class Session(Protocol):
@@ -45,7 +61,7 @@ class RemoteObject:
         if name.startswith("_sealed_") or (
                 name.startswith("__") and name.endswith("__") and name not in SAFE_DUNDERS):
             raise AttributeError(name)
-        return session_of(self).request("getattr", {"h": handle_of(self), "name": name})
+        return read_only(session_of(self).request("getattr", {"h": handle_of(self), "name": name}))
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name.startswith("__") and name.endswith("__"):
@@ -73,46 +89,19 @@ class RemoteObject:
     __hash__ = object.__hash__
 
 
-class StudentGlobal(RemoteObject):
-    """Proxy for a top-level name of the student's namespace, resolved in the worker at first use.
-
-    Using it when the student did not define the name raises ``NameError``.
-    """
-
-    __slots__ = ("_sealed_name",)
-
-    def __init__(self, session: Session, name: str):
-        super().__init__(session, None, name, -1)
-        object.__setattr__(self, "_sealed_name", name)
-
-    def __repr__(self) -> str:
-        return f"<student {object.__getattribute__(self, '_sealed_name')}>"
-
-
 def session_of(obj: RemoteObject) -> Session:
     """The worker session a proxy belongs to."""
     return object.__getattribute__(obj, "_sealed_session")
 
 
 def handle_of(obj: RemoteObject) -> int:
-    """The worker-side handle of a proxy, resolving a :class:`StudentGlobal` if needed.
+    """The worker-side handle of a proxy.
 
     Raises ``RuntimeError`` for a proxy from an earlier test cell or an earlier worker process.
     """
     session = session_of(obj)
     handle = object.__getattribute__(obj, "_sealed_handle")
-    epoch = object.__getattribute__(obj, "_sealed_epoch")
-    if isinstance(obj, StudentGlobal) and (handle is None or epoch != session.epoch):
-        name = object.__getattribute__(obj, "_sealed_name")
-        resolved = session.request("getglobal", {"name": name})
-        if not isinstance(resolved, RemoteObject):
-            raise RuntimeError(f"worker did not return a handle for {name}")
-        handle = object.__getattribute__(resolved, "_sealed_handle")
-        object.__setattr__(obj, "_sealed_handle", handle)
-        object.__setattr__(obj, "_sealed_type", object.__getattribute__(resolved, "_sealed_type"))
-        object.__setattr__(obj, "_sealed_epoch", session.epoch)
-        return handle
-    if epoch != session.epoch or handle is None:
+    if object.__getattribute__(obj, "_sealed_epoch") != session.epoch or handle is None:
         raise RuntimeError(f"{obj!r} comes from an earlier test cell or worker process")
     return handle
 

@@ -37,6 +37,7 @@ import ctypes
 import os
 import signal
 import sys
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -109,6 +110,35 @@ class Worker:
         if name not in self.shell.user_ns:
             raise NameError(f"name '{name}' is not defined")
         return HandleMarker(self.shell.user_ns[name])
+
+    def op_loadglobal(self, req: dict[str, Any], blobs: list[memoryview]) -> Any:
+        """A top-level student name as a test cell reads it: ``{"module": name}`` for a module
+        (the checker uses its own import), else ``{"value": v}`` (plain data by value, anything
+        else as a handle)."""
+        name = str(req["name"])
+        if name not in self.shell.user_ns:
+            raise NameError(f"name '{name}' is not defined")
+        value = self.shell.user_ns[name]
+        if isinstance(value, types.ModuleType):
+            return {"module": str(value.__name__)}
+        return {"value": value}
+
+    def op_setglobal(self, req: dict[str, Any], blobs: list[memoryview]) -> Any:
+        self.shell.user_ns[str(req["name"])] = self.decode(req["value"], blobs)
+        return None
+
+    def op_delglobal(self, req: dict[str, Any], blobs: list[memoryview]) -> Any:
+        name = str(req["name"])
+        if name not in self.shell.user_ns:
+            raise NameError(f"name '{name}' is not defined")
+        del self.shell.user_ns[name]
+        return None
+
+    def op_globalnames(self, req: dict[str, Any], blobs: list[memoryview]) -> Any:
+        """The student's own top-level names (IPython's hidden ones left out)."""
+        hidden = self.shell.user_ns_hidden
+        return sorted(str(k) for k in self.shell.user_ns
+                      if type(k) is str and k not in hidden and not k.startswith("_"))
 
     def op_getattr(self, req: dict[str, Any], blobs: list[memoryview]) -> Any:
         return getattr(self._lookup(req["h"], ""), str(req["name"]))
