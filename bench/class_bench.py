@@ -195,6 +195,12 @@ def main() -> int:
         same = "yes" if cells == baseline_cells else f"no ({sum(cells.get(s) != c for s, c in baseline_cells.items())} differ)"
         print(f"| {name} | {seconds:.0f} | {60 * len(class_) / seconds:.1f} | {baseline_seconds / seconds:.2f}x | {same} "
               f"| {loads[name]:.1f} |")
+    for name, (_, cells, _) in runs.items():
+        for student, want in baseline_cells.items():
+            got = cells.get(student, {})
+            for cell in sorted(set(want) | set(got)):
+                if want.get(cell) != got.get(cell):
+                    print(f"  {name}: {student} {cell}: nbgrader serial {want.get(cell)}, here {got.get(cell)}")
     print(f"\nfixed cost of a batch (one-student batch minus its submission): {fixed:.1f} s "
           f"(of which {fixed_record['fixed_seconds']:.1f} s before its submission could start)")
     print("\n| way | median s per submission | kernel | sealed re-check and grade saving | the rest |")
