@@ -104,7 +104,11 @@ def run_bounded(cmd: Sequence[str], *, cwd: Path, env: dict[str, str], timeout: 
     runs as a fork of the fork server (:mod:`grading.warm`), which imported nbgrader already.
     """
     if warm_start and warm.available() and warm.warm_argv(cmd) is not None:
-        return warm.run(cmd, cwd=cwd, env=env, timeout=timeout, log=log)
+        try:
+            return warm.run(cmd, cwd=cwd, env=env, timeout=timeout, log=log)
+        except (OSError, EOFError) as exc:  # the fork server could not fork it: run it cold instead
+            with open(log, "ab") as out:
+                out.write(f"fork server unavailable ({exc!r}); running the command as a new process\n".encode())
     with open(log, "ab") as out:
         proc = subprocess.Popen(
             [*die_with_parent(), *cmd], cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

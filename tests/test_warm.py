@@ -110,3 +110,24 @@ def test_commands_run_side_by_side(tmp_path: Path) -> None:
         (a, a0, a1), (b, b0, b1) = pool.map(one, (4, 5))
     assert (a, b) == (4, 5), (a, b)
     assert max(a0, b0) < min(a1, b1), "the two commands did not overlap"
+
+
+def test_a_dead_fork_server_does_not_stop_grading(tmp_path: Path) -> None:
+    """If the fork server is killed mid-batch, does the next command still run, with its own result?"""
+    import multiprocessing.forkserver
+    import signal
+
+    log = tmp_path / "first.log"
+    assert run_bounded([PYTHON, "-c", "print('first')"], cwd=tmp_path, env=dict(os.environ), timeout=60, log=log,
+                       warm_start=True) == 0
+    server = multiprocessing.forkserver._forkserver._forkserver_pid
+    assert server is not None and psutil.pid_exists(server)
+    os.kill(server, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while psutil.Process(server).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline, "the fork server did not die"
+        time.sleep(0.05)
+    log = tmp_path / "second.log"
+    status = run_bounded([PYTHON, "-c", "import sys; print('second'); sys.exit(7)"], cwd=tmp_path,
+                         env=dict(os.environ), timeout=120, log=log, warm_start=True)
+    assert (status, log.read_text().splitlines()[-1]) == (7, "second"), (status, log.read_text())
