@@ -22,7 +22,8 @@ from typing import Callable, Iterator, Sequence
 from traitlets import Float, Integer
 from traitlets.config import Configurable
 
-from grading import run_one, scratch
+from grading import run_one, scratch, warm
+from grading.memory_bound import mechanism
 from grading.ledger import LEDGER_NAME, Ledger
 from grading.results import join_notes, locked_checksums, merge_record, read_result, write_student_files
 from grading.run_one import Job, Status, StudentResult
@@ -85,6 +86,11 @@ class BatchOptions:
     report: Path | None = None  # class report folder (report.html, PNG plots, per_cell.csv)
     gradescope: Path | None = None  # folder of Gradescope results.json, one per student
 
+    @property
+    def warm_start(self) -> bool:
+        """nbgrader runs as forks of this process's fork server (:mod:`grading.warm`): on this machine only."""
+        return self.scheduler is None and warm.available()
+
 
 @dataclass
 class BatchOutcome:
@@ -97,6 +103,7 @@ class BatchOutcome:
     copy_error: str | None = None  # results could not be written out at all
     scratch: Path | None = None  # kept for inspection
     fixed_seconds: float = 0.0  # batch set-up before the first submission could start
+    memory_bound: str = ""  # which memory bound per submission was in force (grading.memory_bound.mechanism)
     seconds: float = 0.0
     started: float = field(default_factory=time.monotonic)
 
@@ -126,6 +133,7 @@ class Prepared:
     target: Target
     template: bytes
     released: dict[str, dict[str, str]] = field(default_factory=dict)  # notebook -> locked cell checksums
+    memory_bound: str = ""  # grading.memory_bound.mechanism of the course's SubmissionLimits
 
 
 def target_gradebook(course_url: str, course_id: str, out: Path, to_course: bool) -> Target:
@@ -148,7 +156,7 @@ def target_gradebook(course_url: str, course_id: str, out: Path, to_course: bool
 
 def prepare(options: BatchOptions, course: Path, scratch_dir: Path, out: Path) -> Prepared:
     """Check the config and gradebook, build the template, collect submissions (raises UsageError)."""
-    config = scratch.load_course_config(course)
+    config = scratch.load_course_config(course, warm_start=options.warm_start)
     settings = batch_settings(config.batch)
     url, course_id = config.db_url or scratch.gradebook_url(course / "gradebook.db"), config.course_id
     notebooks = scratch.ensure_gradebook(course, url, course_id, options.assignment, options.regenerate)
@@ -167,7 +175,8 @@ def prepare(options: BatchOptions, course: Path, scratch_dir: Path, out: Path) -
             released[name] = locked_checksums(path)
         except (OSError, ValueError):
             log.warning("no release of %s to check submissions against (%s)", name, path)
-    return Prepared(notebooks, submissions, settings, course_id, target, run_one.pack_tree(template), released)
+    return Prepared(notebooks, submissions, settings, course_id, target, run_one.pack_tree(template), released,
+                    memory_bound=mechanism(config.memory_bytes))
 
 
 def make_job(sub: Submission, prepared: Prepared, options: BatchOptions, staging: Path,
@@ -189,7 +198,7 @@ def make_job(sub: Submission, prepared: Prepared, options: BatchOptions, staging
     return Job(student=sub.student, assignment=options.assignment, notebooks=tuple(prepared.notebooks),
                files=files, template=prepared.template, course_id=prepared.course_id, sandboxed=options.sandboxed,
                timeout=timeout, feedback=options.feedback, limits=limits, content_hash=files_hash(files),
-               note="; ".join(notes), released=prepared.released)
+               note="; ".join(notes), released=prepared.released, warm=options.warm_start)
 
 
 Submit = Callable[[Job], Future]
@@ -333,7 +342,7 @@ def write_batch_record(path: Path, outcome: BatchOutcome, workers: int) -> None:
              "worker": r.worker, "content_hash": r.content_hash, "note": r.note, "tampered": r.tampered,
              "kernel_test_cell_seconds": round(sum(c.seconds or 0.0 for c in r.cell_runs.values()), 3)}
             for r in sorted(outcome.results, key=lambda r: r.student)]
-    record = {"workers": workers, "fixed_seconds": round(outcome.fixed_seconds, 3),
+    record = {"workers": workers, "fixed_seconds": round(outcome.fixed_seconds, 3), "memory_bound": outcome.memory_bound,
               "seconds": round(time.monotonic() - outcome.started, 3), "submissions": rows}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -374,7 +383,8 @@ def export_grades(options: BatchOptions, scratch_dir: Path, target: Target) -> b
     args = ["export", f"--to={csv}", f"--assignment={options.assignment}", f"--CourseDirectory.root={root}",
             f"--CourseDirectory.db_url={target.url}"]
     (scratch_dir / "logs").mkdir(exist_ok=True)
-    if run_one.run_step(args, root, scratch_dir / "logs" / "_steps.log") and csv.exists():
+    if run_one.run_step(args, root, scratch_dir / "logs" / "_steps.log", warm_start=options.warm_start) \
+            and csv.exists():
         options.export.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(csv, options.export)
         return True
@@ -399,6 +409,8 @@ def run_batch(options: BatchOptions, on_result: Callable[[StudentResult], None] 
     ledger = None
     coordinator = None
     close_cluster: Callable[[], None] | None = None
+    if options.warm_start:
+        warm.start()  # at once if the grading command started it already
     try:
         prepared = prepare(options, course, scratch_dir, out)
         timeout = options.timeout if options.timeout is not None else prepared.settings.timeout
@@ -407,7 +419,8 @@ def run_batch(options: BatchOptions, on_result: Callable[[StudentResult], None] 
         finished = coordinator.finish_interrupted()
         if finished:
             log.info("merged %d result(s) an interrupted batch had recorded", finished)
-        outcome = BatchOutcome(coordinator.results, out, gradebook=prepared.target.display, started=start)
+        outcome = BatchOutcome(coordinator.results, out, gradebook=prepared.target.display, started=start,
+                               memory_bound=prepared.memory_bound)
         outcome.fixed_seconds = time.monotonic() - start
         if submit is None and options.scheduler:
             from grading.dask_pool import dask_submitter

@@ -50,7 +50,14 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from grading import sandbox
+from grading import warm
+
+if __name__ == "__main__":
+    warm.skip_unused_imports()
+    if not any(arg.startswith("--scheduler") for arg in sys.argv):
+        warm.start()  # the fork server imports nbgrader while this process does (grading.warm)
+
+from grading import sandbox  # noqa: E402 (after the fork server's start, so both import at once)
 from grading.progress import Progress
 from grading.batch import BatchOptions, BatchOutcome, GradeBatch, batch_settings, default_workers, run_batch
 from grading.results import (collect_result_files, cut_log, format_table, join_notes, merge_record, read_record,
@@ -140,6 +147,8 @@ def summary(options: BatchOptions, outcome: BatchOutcome) -> str:
     if options.export:
         lines.append(f"grades CSV:           {options.export.resolve()}")
     lines.append(f"gradebook:            {outcome.gradebook}")
+    if outcome.memory_bound:
+        lines.append(f"memory bound:         {outcome.memory_bound}")
     lines.append(f"logs:                 {out / 'grading_logs' / options.assignment}")
     return "\n".join(lines)
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from grading import sandbox
+from grading import sandbox, warm
 from grading.results import (EXCHANGE_FILES, CellRun, GradebookRecord, collect_result_files, find_tampering, join_notes, read_log,
                              read_record, graded_cell_runs)
 from grading.scratch import gradebook_url, nbgrader_command, nbgrader_env, scratch_args
@@ -61,6 +61,7 @@ class Job:
     content_hash: str = ""
     note: str = ""  # from intake (a renamed notebook)
     released: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # notebook -> locked cell checksums
+    warm: bool = False  # run nbgrader as forks of this process's fork server (grading.warm), not cold
 
 
 @dataclass
@@ -94,12 +95,20 @@ def die_with_parent() -> list[str]:
     return [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
 
 
-def run_bounded(cmd: Sequence[str], *, cwd: Path, env: dict[str, str], timeout: float, log: Path) -> int | None:
+def run_bounded(cmd: Sequence[str], *, cwd: Path, env: dict[str, str], timeout: float, log: Path,
+                warm_start: bool = False) -> int | None:
     """Run a command with output to ``log``; kill its whole process group after ``timeout``.
 
     Returns the exit code (negative: killed by that signal), or ``None`` if the command was killed
-    for taking too long.
+    for taking too long.  With ``warm_start``, a command of this interpreter (``python -m nbgrader``)
+    runs as a fork of the fork server (:mod:`grading.warm`), which imported nbgrader already.
     """
+    if warm_start and warm.available() and warm.warm_argv(cmd) is not None:
+        try:
+            return warm.run(cmd, cwd=cwd, env=env, timeout=timeout, log=log)
+        except (OSError, EOFError) as exc:  # the fork server could not fork it: run it cold instead
+            with open(log, "ab") as out:
+                out.write(f"fork server unavailable ({exc!r}); running the command as a new process\n".encode())
     with open(log, "ab") as out:
         proc = subprocess.Popen(
             [*die_with_parent(), *cmd], cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -220,7 +229,7 @@ def grade_one(job: Job, work_root: str | None = None) -> StudentResult:
         tick = time.monotonic()
         code = run_bounded(nbgrader_command(*autograde_args(job.assignment, job.student, work,
                                                             sandboxed=job.sandboxed)),
-                           cwd=work, env=env, timeout=job.timeout, log=log)
+                           cwd=work, env=env, timeout=job.timeout, log=log, warm_start=job.warm)
         phases["autograde"] = time.monotonic() - tick
         partial = work / "autograded" / job.student / job.assignment
         if code is None:
@@ -247,7 +256,8 @@ def grade_one(job: Job, work_root: str | None = None) -> StudentResult:
             tick = time.monotonic()
             left = max(job.timeout - (tick - start), 1.0)
             args = ["generate_feedback", job.assignment, "--student", job.student, "--force", *scratch_args(work)]
-            if run_bounded(nbgrader_command(*args), cwd=work, env=env, timeout=left, log=log) != 0:
+            if run_bounded(nbgrader_command(*args), cwd=work, env=env, timeout=left, log=log,
+                           warm_start=job.warm) != 0:
                 result.note = join_notes(result.note, f"generate_feedback failed, see {log.name}")
             phases["feedback"] = time.monotonic() - tick
         tick = time.monotonic()
@@ -266,7 +276,8 @@ def grade_one(job: Job, work_root: str | None = None) -> StudentResult:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def run_step(args: Sequence[str], scratch: Path, log: Path, timeout: float = 3600) -> bool:
+def run_step(args: Sequence[str], scratch: Path, log: Path, timeout: float = 3600, warm_start: bool = False) -> bool:
     """Run one nbgrader command in a scratch course; True on success."""
-    code = run_bounded(nbgrader_command(*args), cwd=scratch, env=nbgrader_env(scratch), timeout=timeout, log=log)
+    code = run_bounded(nbgrader_command(*args), cwd=scratch, env=nbgrader_env(scratch), timeout=timeout, log=log,
+                       warm_start=warm_start)
     return code == 0

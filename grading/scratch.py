@@ -8,12 +8,14 @@ files and the sealed kernelspec, never a solution notebook.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -22,7 +24,8 @@ import nbformat
 from nbgrader import utils as nbgrader_utils
 from nbgrader.api import Gradebook, MissingEntry
 
-from grading import sandbox
+from grading import sandbox, warm
+from grading.memory_bound import DEFAULT_SUBMISSION_MEMORY_BYTES
 from grading.submissions import UsageError, copy_tree
 
 log = logging.getLogger(__name__)
@@ -107,7 +110,7 @@ def nbgrader_command(*args: str) -> list[str]:
 # configuration like ``nbgrader`` does (its config file search path, the working directory's
 # nbgrader_config.py last) but raise instead of logging "Exception while loading config file" and
 # going on with the defaults.  Prints JSON: {"error": ...} or the autograde preprocessors, the
-# GradeBatch settings, the course id and the gradebook URL.
+# GradeBatch settings, the course id, the gradebook URL and the memory bound per submission.
 _CONFIG_PROBE = r"""
 import json, sys, traceback
 try:
@@ -138,9 +141,12 @@ try:
 
     batch = GradeBatch(config=config)
     settings = {name: getattr(batch, name) for name in batch.class_trait_names(config=True)}
+    from grading.memory_bound import SubmissionLimits
+
     coursedir = CourseDirectory(config=config)
     print(json.dumps({"preprocessors": None if raw is None else names, "unimportable": unimportable,
-                      "batch": settings, "course_id": coursedir.course_id, "db_url": coursedir.db_url}))
+                      "batch": settings, "course_id": coursedir.course_id, "db_url": coursedir.db_url,
+                      "memory_bytes": SubmissionLimits(config=config).memory_bytes}))
 except BaseException:
     print(json.dumps({"error": traceback.format_exc(limit=-3)}))
 """
@@ -154,9 +160,45 @@ class CourseConfig:
     batch: dict[str, object] = field(default_factory=dict)  # GradeBatch settings (limits, workers)
     course_id: str = ""
     db_url: str = ""  # CourseDirectory.db_url: the course gradebook
+    memory_bytes: int | None = DEFAULT_SUBMISSION_MEMORY_BYTES  # SubmissionLimits.memory_bytes (None: unbounded)
 
 
-def load_course_config(course: Path) -> CourseConfig:
+PROBE_TIMEOUT = 300.0
+
+
+def run_probe(course: Path, warm_start: bool = False) -> tuple[int | None, str]:
+    """``(exit status, output)`` of the configuration probe run in ``course`` (status None: timed out).
+
+    With ``warm_start`` it runs as a fork of the fork server (:mod:`grading.warm`), which has
+    nbgrader imported already; otherwise as a fresh ``python -c``.  Either way in a process of its
+    own: the configuration is code and must not change this one.
+    """
+    cmd = [sys.executable, "-c", _CONFIG_PROBE]
+    if warm_start and warm.available():
+        with tempfile.TemporaryDirectory(prefix="nbgrader-probe-") as tmp:
+            out = Path(tmp) / "probe.log"
+            code = warm.run(cmd, cwd=course, env=nbgrader_env(), timeout=PROBE_TIMEOUT, log=out)
+            return code, out.read_text(errors="replace") if out.is_file() else ""
+    try:
+        proc = subprocess.run(cmd, cwd=course, env=nbgrader_env(), capture_output=True, text=True,
+                              timeout=PROBE_TIMEOUT, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return None, ""
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def probe_report(output: str) -> dict:
+    """The probe's JSON line (the last line of its output that parses as a JSON object), or ``{}``."""
+    for line in reversed(output.strip().splitlines()):
+        if line.startswith("{"):
+            with contextlib.suppress(json.JSONDecodeError):
+                found = json.loads(line)
+                if isinstance(found, dict):
+                    return found
+    return {}
+
+
+def load_course_config(course: Path, warm_start: bool = False) -> CourseConfig:
     """Load the course configuration like nbgrader does; raise UsageError unless it is usable.
 
     nbgrader logs a config file that fails to load and grades with its defaults, which would
@@ -166,18 +208,12 @@ def load_course_config(course: Path) -> CourseConfig:
     config = course / "nbgrader_config.py"
     if not config.is_file():
         raise UsageError(f"no nbgrader_config.py in {course}: nbgrader would grade without the sealed re-check")
-    try:
-        proc = subprocess.run([sys.executable, "-c", _CONFIG_PROBE], cwd=course, env=nbgrader_env(),
-                              capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired as exc:
-        raise UsageError(f"loading {config} took more than {exc.timeout:g} s") from exc
-    lines = proc.stdout.strip().splitlines()
-    try:
-        report = json.loads(lines[-1]) if lines else {}
-    except json.JSONDecodeError:
-        report = {}
+    code, output = run_probe(course, warm_start)
+    if code is None:
+        raise UsageError(f"loading {config} took more than {PROBE_TIMEOUT:g} s")
+    report = probe_report(output)
     if "error" in report or ("preprocessors" not in report):
-        detail = report.get("error") or (proc.stdout + proc.stderr).strip() or f"exit status {proc.returncode}"
+        detail = report.get("error") or output.strip() or f"exit status {code}"
         raise UsageError(f"the nbgrader configuration does not load ({config}); nbgrader would grade with "
                          f"its defaults, without the sealed re-check:\n{detail.rstrip()}")
     preprocessors = report["preprocessors"]
@@ -190,8 +226,10 @@ def load_course_config(course: Path) -> CourseConfig:
                          f"{', '.join(missing)}; refusing to grade without them")
     if report.get("unimportable"):
         raise UsageError("autograde preprocessors that cannot be imported: " + "; ".join(report["unimportable"]))
+    memory = report.get("memory_bytes", DEFAULT_SUBMISSION_MEMORY_BYTES)
     return CourseConfig(preprocessors=list(preprocessors), batch=dict(report.get("batch") or {}),
-                        course_id=str(report.get("course_id") or ""), db_url=str(report.get("db_url") or ""))
+                        course_id=str(report.get("course_id") or ""), db_url=str(report.get("db_url") or ""),
+                        memory_bytes=None if memory is None else int(memory))
 
 
 def check_course_config(course: Path) -> list[str]:

@@ -26,6 +26,7 @@ import pytest
 
 from grading import grade
 from grading.batch import grade_all
+from grading.memory_bound import DEFAULT_SUBMISSION_MEMORY_BYTES, mechanism
 from grading.run_one import Job, Status, StudentResult
 from support import PYTHON, REPO, bwrap_usable, pgserver
 from support.courses import run_grade, write_dummy_class
@@ -113,6 +114,10 @@ def test_both_batches_grade_everyone(graded_twice: dict[str, Any]) -> None:
         run = graded_twice[workers]
         assert run["proc"].returncode == 0, run["proc"].stdout + run["proc"].stderr
         assert sorted(run["fields"]) == sorted([*CLASS, "gutted"]), workers
+        # the summary says which memory bound per submission was in force (the course sets none: the default)
+        want = f"memory bound:         {mechanism(DEFAULT_SUBMISSION_MEMORY_BYTES)}"
+        assert want in run["proc"].stdout, f"expected {want!r} in the summary, got:\n{run['proc'].stdout[-2000:]}"
+        assert run["record"]["memory_bound"] == mechanism(DEFAULT_SUBMISSION_MEMORY_BYTES), run["record"]
 
 
 @pytest.mark.slow
@@ -215,13 +220,15 @@ def test_a_killed_batch_resumes_with_nothing_lost_or_graded_twice(graded_twice: 
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         def autograde_of(student: str) -> list[psutil.Process]:
+            """The student's nbgrader process: started in its scratch course (a fork of the grading
+            command's fork server, so its command line is the server's; kernels start deeper down)."""
             found = []
             for child in psutil.Process(proc.pid).children(recursive=True):
                 try:
-                    line = child.cmdline()
+                    cwd = Path(child.cwd())
                 except psutil.Error:
                     continue
-                if "autograde" in line and student in line and any("nbgrader" in part for part in line):
+                if cwd.name.startswith(f"nbgrader-sealed-{student}-"):
                     found.append(child)
             return found
 

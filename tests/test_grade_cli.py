@@ -206,6 +206,38 @@ def test_batch_limits_come_from_the_course_configuration(tmp_path: Path) -> None
     assert settings.max_result_bytes == default.max_result_bytes
 
 
+@pytest.mark.parametrize(("setting", "want"), [("", 6 * 1024**3), ("2 * 1024**3", 2 * 1024**3), ("None", None)],
+                         ids=["default", "two-gib", "unbounded"])
+def test_the_summary_says_which_memory_bound_was_in_force(tmp_path: Path, setting: str, want: int | None) -> None:
+    """Does the grading output name the memory bound per submission the course configured?"""
+    from grading.memory_bound import mechanism
+
+    course = course_with_config(tmp_path, f"\nc.SubmissionLimits.memory_bytes = {setting}\n" if setting else "")
+    loaded = grade.load_course_config(course).memory_bytes
+    assert loaded == want, f"expected SubmissionLimits.memory_bytes {want}, got {loaded}"
+    outcome = grade.BatchOutcome([], tmp_path / "out", memory_bound=mechanism(loaded))
+    options = grade.BatchOptions(course=course, assignment="a1", submissions=[])
+    line = next((line for line in grade.summary(options, outcome).splitlines() if line.startswith("memory bound:")), None)
+    expected = "not bounded" if want is None else f"{want / 1024**3:.2f} GiB, enforced by a watchdog"
+    assert line is not None and expected in line, f"expected a 'memory bound:' line with {expected!r}, got {line!r}"
+
+
+def test_the_warm_and_the_cold_configuration_probe_agree(tmp_path: Path) -> None:
+    """Does the probe forked from the warm fork server load the same configuration as a fresh interpreter?"""
+    from grading import scratch, warm
+
+    if not warm.available():
+        pytest.skip("no fork server on this platform")
+    course = course_with_config(tmp_path, "\nc.GradeBatch.timeout = 33.0\nc.SubmissionLimits.memory_bytes = 5\n")
+    cold, hot = scratch.load_course_config(course), scratch.load_course_config(course, warm_start=True)
+    assert hot == cold, f"cold probe {cold}, warm probe {hot}"
+    assert (cold.batch["timeout"], cold.memory_bytes) == (33.0, 5), cold
+    (tmp_path / "broken").mkdir()
+    broken = course_with_config(tmp_path / "broken", "\nc.Execute.timeout = undefined_name\n")
+    with pytest.raises(grade.UsageError, match="does not load"):
+        scratch.load_course_config(broken, warm_start=True)
+
+
 def test_a_configuration_without_autograde_preprocessors_is_refused(tmp_path: Path) -> None:
     (tmp_path / "nbgrader_config.py").write_text("c = get_config()\nc.CourseDirectory.course_id = 'x'\n")
     with pytest.raises(grade.UsageError, match="does not set c.Autograde.autograde_preprocessors"):
