@@ -115,6 +115,16 @@ def test_visible_rebinding_reaches_the_student_and_hidden_data_never_does():
     assert verdicts["t2"] == (False, "AssertionError: leaked")
 
 
+def test_a_cell_reads_back_its_own_objects_under_a_students_name():
+    """A test cell binding a name the student also uses (``shards``) gets its own, writable object
+    back (as in a kernel), while the student's side sees the new value too."""
+    student = ("import numpy as np\nshards = None\n"
+               "def split(t):\n    return [t[:2].copy(), t[2:].copy()]\ndef seen():\n    return shards\n")
+    test = ("import numpy as np\nshards = split(np.arange(4.0))\nfor s in shards:\n    s[...] = -1.0\n"
+            "assert all((s == -1).all() for s in shards)\nassert [len(s) for s in seen()] == [2, 2]\n")
+    assert sealed(("answer", student), ("test", test)) == {"t1": (True, "")}
+
+
 def test_functions_of_a_test_cell_see_student_names_and_cell_names():
     """A helper defined in the test cell reads student names (global look-ups) and the cell's own."""
     test = ("K = 2\ndef check(n):\n    return sum_of_squares(n) * K\n"

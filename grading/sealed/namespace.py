@@ -11,13 +11,13 @@ through it:
   and the names the setup cells import are never taken from the student's side, whatever the
   student binds to them, unless the instructor lists the name in ``preferred``
   (``SealedVerdict.student_names``);
-* binding a name keeps it in the checker, except a name the student's namespace held when the
-  cell started (or that the cell deleted from it): that one is bound on the student's side, to a
-  student object (``squares = orig``, restoring a deleted function) or to plain data bound by a
-  line of the visible part of the cell. Data bound by a hidden-test line never crosses (it could
-  carry the hidden tests' reference values to student code), nor do the cell's own functions,
-  classes and modules: the name then stays the cell's own;
-* deleting a name (``del squares``) deletes the cell's own binding, or else the student's.
+* binding a name binds it in the cell (which reads back its own object), and a name the student's
+  namespace held when the cell started (or that the cell deleted from it) on the student's side
+  too: to a student object (``squares = orig``, restoring a deleted function) or to plain data bound
+  by a line of the visible part of the cell. Data bound by a hidden-test line never crosses (it
+  could carry the hidden tests' reference values to student code), nor do the cell's own
+  functions, classes and modules;
+* deleting a name (``del squares``) deletes the cell's binding and the student's.
 """
 
 from __future__ import annotations
@@ -77,23 +77,24 @@ class TestNamespace(dict):
         return read_only(reply.get("value"))
 
     def __setitem__(self, name: str, value: Any) -> None:
-        student_side = name in self._student and (
-            isinstance(value, RemoteObject) or (_sendable(value) and not self._hidden_line()))
-        if student_side:
+        dict.__setitem__(self, name, value)  # the cell reads back its own object, as in a kernel
+        if name in self._student and (
+                isinstance(value, RemoteObject) or (_sendable(value) and not self._hidden_line())):
             self._session.request("setglobal", {"name": name}, {"value": value})
-            self._student.add(name)
-            dict.pop(self, name, None)
-        else:
-            dict.__setitem__(self, name, value)
 
     def __delitem__(self, name: str) -> None:
-        if dict.__contains__(self, name):
-            dict.__delitem__(self, name)
+        had_own = dict.pop(self, name, _MISSING) is not _MISSING
+        if had_own and name not in self._student:
             return
         try:
             self._session.request("delglobal", {"name": name})
         except NameError:
-            raise KeyError(name) from None
+            if not had_own:
+                raise KeyError(name) from None
+        self._student.add(name)
+
+
+_MISSING = object()
 
 
 def _sendable(value: Any) -> bool:
