@@ -37,7 +37,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     spec = os.environ.get(SHARD_ENV)
     if spec:
         k, n = shard_of(spec)
-        config.hook.pytest_deselected(items=[item for i, item in enumerate(items) if i % n != k])
+        deselected = [item for i, item in enumerate(items) if i % n != k]
+        if deselected:
+            config.hook.pytest_deselected(items=deselected)
         items[:] = [item for i, item in enumerate(items) if i % n == k]
     for item in items:
         reason = DIFFERENCES.get(getattr(item, "originalname", item.name))
