@@ -15,7 +15,7 @@ from grading.sealed import StudentError, Verdict, VerdictStatus, run_sealed
 from grading.sealed import protocol
 from grading.sealed.checker import WorkerSession
 from grading.timing import speed_ratio
-from support.courses import cell_meta, notebook_of
+from support.courses import IMPORTS, cell_meta, notebook_of
 
 NAMES = ["f", "g", "Embedding", "forward", "lookup"]
 
@@ -29,9 +29,6 @@ def sealed(*cells: tuple[str, str], **kwargs) -> dict[str, Verdict]:
 
 def outcome(verdicts: dict[str, Verdict]) -> dict[str, bool]:
     return {gid: v.passed for gid, v in verdicts.items()}
-
-
-IMPORTS = ("imports", "import numpy as np")
 
 
 # ------------------------------------------------------------------------------ basic flow

@@ -11,8 +11,7 @@ from grading.preprocessors.instantiate_tests import BY_VALUE_TYPES, _TYPES_PROBE
 from grading.sealed import run_sealed
 from grading.sealed.idioms import refusals
 
-from support.courses import notebook_of
-from test_sealed import IMPORTS
+from support.courses import IMPORTS, notebook_of
 
 SQUARES = (
     "def squares(n):\n    return [i * i for i in range(1, n + 1)]\n"

@@ -63,6 +63,10 @@ def notebook_of(*cells: tuple[str, str]) -> nbformat.NotebookNode:
     return new_notebook(cells=out)
 
 
+#: The setup cell most small notebooks start with, as a (kind, source) pair for :func:`notebook_of`.
+IMPORTS = ("imports", "import numpy as np")
+
+
 def grade_id_of(cell: nbformat.NotebookNode) -> str | None:
     return cell.metadata.get("nbgrader", {}).get("grade_id")
 
