@@ -1,9 +1,9 @@
 """Performance benchmark of the embeddings assignment's reference solution and of its grading.
 
-Run from the repository root::
+Run from the repository root, as a module of the ``bench`` package::
 
-    python bench/benchmark.py            # full run (about 2 minutes)
-    python bench/benchmark.py --quick    # fewer repeats, same rows (CI)
+    python -m bench.benchmark            # full run (about 2 minutes)
+    python -m bench.benchmark --quick    # fewer repeats, same rows (CI)
 
 Every number is a ratio (or a difference) of measurements taken side by side in this one run.
 The candidates of a row are timed in interleaved rounds, one call of each per round, back to back
@@ -49,11 +49,7 @@ from typing import Any
 import nbformat
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from bench.reference import ASSIGNMENT, NOTEBOOK, load_reference, reference_submission  # noqa: E402
+from bench.reference import ASSIGNMENT, NOTEBOOK, REPO, load_reference, reference_submission
 
 BATCH_SHAPE = (64, 512)
 EMBED_DIM = 512

@@ -18,9 +18,10 @@ SealedVerdict logs: kernel start and every cell), the sealed re-check with the g
 it (to nbgrader's last ``Writing`` line), and the rest (process start and imports, configuration,
 sanitizing, the scratch course, collection).  The boundaries come from the grading logs, stamped
 with the time by ``c.Application.log_format`` in the benchmark's course copy (both ways alike).
-Usage::
+Usage, from the repository root (``tests/`` holds the ``support`` and ``fixtures`` packages, which
+pytest puts on the path through ``pythonpath`` in ``pyproject.toml``; here the command names it)::
 
-    .venv/bin/python bench/class_bench.py [--students 40] [--workers 2] [--no-sandbox]
+    PYTHONPATH=tests .venv/bin/python -m bench.class_bench [--students 40] [--workers 2] [--no-sandbox]
 """
 
 from __future__ import annotations
@@ -37,9 +38,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-sys.path.insert(0, str(REPO / "tests" / "fixtures"))
-sys.path.insert(0, str(REPO))
 
 ASSIGNMENT, NOTEBOOK = "12_embeddings", "embeddings"
 LOG_FORMAT = "%(created).3f [%(name)s | %(levelname)s] %(message)s"

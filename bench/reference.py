@@ -7,6 +7,7 @@ the read-only ``imports`` cell, in notebook order.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +43,13 @@ def load_reference(path: Path = SOURCE_NB) -> dict[str, Any]:
     return namespace
 
 
-def reference_submission(release: Path = RELEASE_NB, source: Path = SOURCE_NB) -> NotebookNode:
-    """The release notebook as students receive it, with every code answer cell holding the reference."""
+def reference_submission(release: Path = RELEASE_NB, source: Path = SOURCE_NB,
+                         only: Collection[str] | None = None) -> NotebookNode:
+    """The release notebook as students receive it, with every code answer cell holding the reference
+    (only the cells whose grade_id is in ``only`` when it is given; the others stay as released)."""
     answers = reference_answers(source)
+    if only is not None:
+        answers = {gid: code for gid, code in answers.items() if gid in only}
     released = nbformat.read(str(release), as_version=4)
     for cell in released.cells:
         if notebook.is_code_answer(cell) and notebook.grade_id(cell) in answers:

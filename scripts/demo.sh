@@ -8,7 +8,7 @@ export PATH="$PWD/.venv/bin:$PATH"   # nbgrader shells out to alembic
 
 nbgrader generate_assignment 12_embeddings --force
 rm -rf build/demo-submissions
-python scripts/demo_submissions.py build/demo-submissions
+python -m scripts.demo_submissions build/demo-submissions
 python -m grading.grade --course . --assignment 12_embeddings \
   build/demo-submissions/demo-complete build/demo-submissions/demo-partial \
   --feedback --export build/grades.csv

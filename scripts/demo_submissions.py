@@ -1,26 +1,24 @@
 """Write two demonstration submissions built from the current release.
 
 `demo-complete` hands in the reference solution; `demo-partial` completed Part 1 (Embedding) and
-Part 4 (memory) only. Usage: python scripts/demo_submissions.py OUT_DIR
+Part 4 (memory) only. Usage, from the repository root: python -m scripts.demo_submissions OUT_DIR
 """
 
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from support import ASSIGNMENT, NOTEBOOK  # noqa: E402
-from support.submissions import Submission, reference_answers, write_submission  # noqa: E402
+import nbformat
+
+from bench.reference import ASSIGNMENT, NOTEBOOK, reference_submission
+
+DEMOS = {"demo-complete": None, "demo-partial": ("embedding_class", "memory")}  # name -> answers filled
 
 
 def main(out: Path) -> None:
-    answers = reference_answers()
-    demos = [
-        Submission("demo-complete"),
-        Submission("demo-partial", base="blank",
-                   answers={k: answers[k] for k in ("embedding_class", "memory")}),
-    ]
-    for demo in demos:
-        path = write_submission(demo.notebook(), out / demo.name / ASSIGNMENT / f"{NOTEBOOK}.ipynb")
+    for name, only in DEMOS.items():
+        path = out / name / ASSIGNMENT / f"{NOTEBOOK}.ipynb"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        nbformat.write(reference_submission(only=only), str(path))
         print(f"wrote {path}")
 
 
