@@ -1,5 +1,10 @@
 """Timing helpers used by hidden tests to check that student code is vectorised.
 
+:func:`check_speed` is the rule every speed test and every self-timing cell applies: the student
+function is timed against a reference by :func:`speed_ratio` on fresh arguments, up to
+``attempts`` times, and passes if any attempt's ratio is below the limit (a busy machine can slow
+one measurement of correct code several times over; a Python loop is slower every time).
+
 ``speed_ratio`` works the same way in an ordinary kernel (student code is a plain callable) and in
 the sealed re-check (student code is a :class:`grading.sealed.proxy.RemoteObject`): in both cases
 the student's results are verified against the reference before the ratio is returned, and the
@@ -11,6 +16,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -31,15 +37,18 @@ def _arg_key(arg: Any) -> Any:
     return ("object", id(arg))
 
 
-def _check_distinct(calls: Sequence[tuple[Any, ...]]) -> None:
-    seen: dict[tuple[Any, ...], int] = {}
+def _check_distinct(calls: Sequence[tuple[Any, ...]], seen: dict[tuple[Any, ...], str] | None = None,
+                    name: str = "args_list") -> None:
+    """Raise ``ValueError`` if two tuples of ``calls``, or one of them and a tuple already in
+    ``seen`` (key -> where it came from; updated in place), are equal."""
+    seen = {} if seen is None else seen
     for n, args in enumerate(calls):
         key = tuple(_arg_key(arg) for arg in args)
         if key in seen:
-            raise ValueError(f"args_list[{n}] repeats args_list[{seen[key]}]: speed_ratio needs distinct "
+            raise ValueError(f"{name}[{n}] repeats {seen[key]}: speed_ratio needs distinct "
                              "argument tuples (a function that remembers its results would be timed on "
                              "cache hits)")
-        seen[key] = n
+        seen[key] = f"{name}[{n}]"
 
 
 def _time_calls(fn: Callable[..., Any], args_list: Sequence[tuple[Any, ...]], *, student: bool,
@@ -128,3 +137,70 @@ def speed_ratio(student_fn: Callable[..., Any], reference_fn: Callable[..., Any]
         _verify(student_sums, reference_sums)
         best = min(best, seconds / max(reference, 1e-9))
     return best
+
+
+ATTEMPTS = 3  # measurements a speed check may take; the notebook's text and self-timing cells say so
+
+
+@dataclass(frozen=True)
+class SpeedCheck:
+    """Outcome of :func:`check_speed`: the limit, how many attempts were allowed, and the ratio
+    (student time / reference time, :func:`speed_ratio`) of every attempt made, in order."""
+
+    limit: float
+    attempts: int
+    ratios: tuple[float, ...]
+
+    @property
+    def passed(self) -> bool:
+        """Whether any attempt was below the limit (the best counts)."""
+        return self.best < self.limit
+
+    @property
+    def best(self) -> float:
+        return min(self.ratios, default=math.inf)
+
+    def summary(self, what: str, against: str) -> str:
+        """One line for students: ``what`` took the best ratio of ``against``, the limit, every
+        measurement, and the verdict ("within the limit" or "TOO SLOW")."""
+        measured = ", ".join(f"{r:.3g}x" for r in self.ratios)
+        verdict = "within the limit" if self.passed else "TOO SLOW"
+        return (f"{what} took {self.best:.3g}x the time of {against} (limit: less than {self.limit:g}x; "
+                f"measured {len(self.ratios)} of up to {self.attempts} times, the best counts: "
+                f"{measured}): {verdict}")
+
+
+def check_speed(student_fn: Callable[..., Any], reference_fn: Callable[..., Any],
+                make_args: Callable[[], Sequence[Any]], *, limit: float, attempts: int = ATTEMPTS,
+                repeats: int = 3) -> SpeedCheck:
+    """Time ``student_fn`` against ``reference_fn`` up to ``attempts`` times; pass if any attempt's
+    ratio is below ``limit``.
+
+    Each attempt calls ``make_args()`` for a new list of argument tuples and measures it with
+    :func:`speed_ratio` (``repeats`` chunks, the best chunk counts), so every guarantee of
+    ``speed_ratio`` holds for every attempt: the student function is called exactly once per
+    argument tuple, its results are verified from the timed calls (a wrong result raises
+    ``AssertionError`` at once), and in sealed mode the checker times the round trip. Attempts
+    stop at the first ratio below the limit. The tuples of all attempts together must be distinct
+    (``ValueError`` otherwise: a function that remembers results would be timed on cache hits in
+    the later attempts), so ``make_args`` must draw fresh arguments on each call; all of them are
+    kept alive until the check ends, so an object compared by identity is never confused with a
+    later one at the same address.
+
+    Correct code that one busy moment slowed down passes on a later attempt, while a Python loop
+    over the ids (10x or more over these limits) fails every attempt; its extra grading time is
+    bounded by ``attempts`` measurements.
+    """
+    if attempts < 1:
+        raise ValueError("attempts must be >= 1")
+    seen: dict[tuple[Any, ...], str] = {}
+    kept: list[list[tuple[Any, ...]]] = []
+    ratios: list[float] = []
+    for attempt in range(attempts):
+        calls = _normalise_args(make_args())
+        _check_distinct(calls, seen, name=f"attempt {attempt + 1}'s make_args()")
+        kept.append(calls)
+        ratios.append(speed_ratio(student_fn, reference_fn, calls, repeats=repeats))
+        if ratios[-1] < limit:
+            break
+    return SpeedCheck(limit=limit, attempts=attempts, ratios=tuple(ratios))

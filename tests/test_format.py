@@ -161,3 +161,24 @@ def test_cells_skipped_while_grading_are_read_only_cells_of_the_notebook():
     roles = {grade_id(c): cell_role(c) for c in read(SOURCE_NB).cells if grade_id(c)}
     assert {name: roles.get(name) for name in skipped} == {name: "readonly" for name in skipped}
     assert sorted(skipped) == sorted(name for name, role in roles.items() if role == "readonly")
+
+
+def test_speed_tests_and_their_text_state_one_rule():
+    """Does every timed test cell use check_speed with the default number of attempts, and do the
+    text before it and the self-timing cells state that rule ("measured up to N times, ... the best
+    measurement counts")?"""
+    from grading.timing import ATTEMPTS
+
+    cells = read(SOURCE_NB).cells
+    timed = [n for n, c in enumerate(cells) if "grading.timing" in c.source and (meta(c) or {}).get("grade")]
+    assert len(timed) >= 3, timed
+    for n in timed:
+        assert "check_speed(" in cells[n].source and "speed_ratio" not in cells[n].source, grade_id(cells[n])
+        assert "attempts=" not in cells[n].source, f"{grade_id(cells[n])} must use the rule the text states"
+        intro = next(c for c in reversed(cells[:n]) if c.cell_type == "markdown" and "hidden speed test" in c.source)
+        text = " ".join(intro.source.split())
+        assert f"measured up to {ATTEMPTS} times" in text and "best measurement counts" in text, intro.id
+    for gid in ("speed_check_embedding", "speed_check_sinusoid"):
+        source = " ".join(c.source for c in cells if grade_id(c) == gid).replace("#", " ")
+        source = " ".join(source.split())
+        assert "check_speed(" in source and f"up to {ATTEMPTS} times" in source and "best measurement counts" in source, gid

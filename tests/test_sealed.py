@@ -14,7 +14,7 @@ from grading import notebook
 from grading.sealed import StudentError, Verdict, VerdictStatus, run_sealed
 from grading.sealed import protocol
 from grading.sealed.checker import WorkerSession
-from grading.timing import speed_ratio
+from grading.timing import ATTEMPTS, check_speed, speed_ratio
 from support.courses import IMPORTS, cell_meta, notebook_of
 
 NAMES = ["f", "g", "Embedding", "forward", "lookup"]
@@ -411,7 +411,7 @@ class Embedding:
         return np.zeros((len(ids), self.weight.shape[1]))
 """
 TIMING_TEST = (
-    "import numpy as np\nfrom grading.timing import speed_ratio\n"
+    "import numpy as np\nfrom grading.timing import check_speed, speed_ratio\n"
     "rng = np.random.default_rng(0)\ntable = rng.standard_normal((50_000, 8))\ne = Embedding(table)\n"
     "args = [(rng.integers(0, 50_000, 16_384),) for _ in range(6)]\n"
     "ref = lambda ids: np.take(table, ids, axis=0)\n"
@@ -557,6 +557,102 @@ def test_speed_ratio_refuses_repeated_or_too_few_arguments():
     with pytest.raises(ValueError, match="at least repeats=3"):
         speed_ratio(ref, ref, [(table, ids), (table, ids + 1)])
     assert speed_ratio(ref, ref, [(table, ids), (table, ids + 1), (table, ids + 2)], repeats=3) > 0
+
+
+@pytest.mark.perf
+def test_check_speed_measures_again_on_fresh_arguments_and_keeps_every_ratio():
+    """Does check_speed pass a function slowed down during its first measurement on the second,
+    calling it once per tuple of fresh arguments, and report every measurement?"""
+    rng = np.random.default_rng(2)
+    table = rng.standard_normal((1000, 4))
+    seen: list[bytes] = []
+
+    def busy_once(ids):
+        seen.append(ids.tobytes())
+        if len(seen) <= 6:
+            time.sleep(0.02)           # the machine was busy during the first measurement
+        return table.take(ids, axis=0)
+
+    made: list[bytes] = []
+
+    def fresh():
+        batch = [(rng.integers(0, 1000, 4096),) for _ in range(6)]
+        made.extend(ids.tobytes() for (ids,) in batch)
+        return batch
+
+    check = check_speed(busy_once, lambda ids: np.take(table, ids, axis=0), fresh, limit=20)
+    assert check.passed and len(check.ratios) == 2 and check.ratios[0] > 100 > 20 > check.ratios[1], check
+    assert check.best == check.ratios[1] and check.attempts == ATTEMPTS
+    assert seen == made and len(set(seen)) == 12     # each fresh tuple exactly once, nothing else
+    assert f"measured 2 of up to {ATTEMPTS} times, the best counts" in check.summary("f", "np.take")
+    assert check.summary("f", "np.take").endswith("within the limit")
+
+
+@pytest.mark.perf
+def test_check_speed_fails_a_slow_function_in_every_attempt():
+    """Does a function slow every time fail after exactly ``attempts`` measurements (its extra time
+    bounded), with every ratio over the limit in the message?"""
+    rng = np.random.default_rng(3)
+    table = rng.standard_normal((1000, 4))
+    calls = []
+
+    def slow(ids):
+        calls.append(1)
+        time.sleep(0.01)
+        return table.take(ids, axis=0)
+
+    check = check_speed(slow, lambda ids: np.take(table, ids, axis=0),
+                        lambda: [(rng.integers(0, 1000, 4096),) for _ in range(3)], limit=20, attempts=4)
+    assert not check.passed and len(check.ratios) == 4 and min(check.ratios) > 20, check
+    assert len(calls) == 12
+    summary = check.summary("forward", "np.take")
+    assert summary.startswith(f"forward took {check.best:.3g}x the time of np.take (limit: less than 20x; "
+                              "measured 4 of up to 4 times, the best counts: ") and summary.endswith("TOO SLOW")
+
+
+def test_check_speed_refuses_arguments_repeated_across_attempts_and_wrong_results():
+    """Are arguments that come back in a later attempt refused (a function remembering results would
+    be timed on cache hits), and does a wrong result fail at once, before any further attempt?"""
+    table = np.arange(12.0).reshape(6, 2)
+    ids = [np.array([1, 2]), np.array([3]), np.array([4, 5])]
+    calls = []
+
+    def slow(i):
+        calls.append(1)
+        time.sleep(0.01)
+        return table[i]
+
+    with pytest.raises(ValueError, match=r"attempt 2's make_args\(\)\[0\] repeats attempt 1's"):
+        check_speed(slow, lambda i: table[i], lambda: [(i.copy(),) for i in ids], limit=1e-9)
+    made = []
+
+    def fresh():
+        made.append(1)
+        return [(np.array([len(made) * 3 + n]) % 6,) for n in range(3)]
+
+    with pytest.raises(AssertionError, match="results differ"):
+        check_speed(lambda i: table[i] + 1, lambda i: table[i], fresh, limit=1e-9)
+    assert len(made) == 1
+    with pytest.raises(ValueError, match="attempts must be >= 1"):
+        check_speed(slow, slow, lambda: ids, limit=1, attempts=0)
+
+
+@pytest.mark.perf
+def test_check_speed_sealed_passes_vectorised_and_fails_slow_every_attempt():
+    """In sealed mode, does check_speed pass the vectorised lookup, fail the slow one after every
+    attempt (each a timed round trip on fresh ids), and fail a wrong one?"""
+    make = "make = lambda: [(rng.integers(0, 50_000, 16_384),) for _ in range(3)]\n"
+    verdicts = sealed(
+        IMPORTS, ("answer", EMBEDDING),
+        ("test", TIMING_TEST + make + "c = check_speed(e.forward, ref, make, limit=50)\n"
+                 "assert c.passed and e.calls == 3 * len(c.ratios), (c, e.calls)"),
+        ("test", TIMING_TEST + make + "c = check_speed(e.slow, ref, make, limit=50)\n"
+                 f"assert not c.passed and len(c.ratios) == {ATTEMPTS} and c.best > 50, c"),
+        ("test", TIMING_TEST + make + "check_speed(e.wrong, ref, make, limit=50)"),
+    )
+    assert verdicts["t1"].passed, verdicts["t1"].message
+    assert verdicts["t2"].passed, verdicts["t2"].message
+    assert verdicts["t3"].message == "AssertionError: results differ from the reference while timing"
 
 
 # ----------------------------------------------------------------------------- protocol
