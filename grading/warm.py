@@ -36,12 +36,13 @@ from typing import Any, Callable, Sequence, TypeVar
 T = TypeVar("T")
 
 # What a warm command would otherwise import itself (nbgrader's apps, converters and preprocessors,
-# the grading preprocessors and sealed checker, nbconvert's exporters, the kernel client).
+# the grading preprocessors and sealed checker, nbconvert's exporters, the kernel client), and last
+# the first-use work every command would repeat (grading.warm_prime).
 PRELOAD = (
     "grading.warm", "nbgrader.apps.nbgraderapp", "nbgrader.converters", "nbgrader.preprocessors", "nbgrader.api",
     "nbconvert.exporters", "nbconvert.preprocessors", "nbclient", "jupyter_client.manager",
     "jupyter_client.provisioning", "grading.preprocessors", "grading.sealed.checker", "grading.batch",
-    "grading.kernel_provisioner",
+    "grading.kernel_provisioner", "grading.warm_prime",
 )
 # Optional modules that packages in the grading environment import if installed and grading never
 # uses: rfc3987-syntax is jsonschema's checker of the "iri" format (installed for jupyter_events'
