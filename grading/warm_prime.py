@@ -5,11 +5,16 @@ its first notebook read, for SQLAlchemy's configuration of nbgrader's mappers an
 compilation of the notebook schema into a validator (together about 0.4 s on a quiet machine).
 Both are deterministic, hold no data of any course or student, and are what the first use would
 compute in the fork anyway; doing them here leaves every fork the finished result.
+
+The fork server imports with the garbage collector off (:mod:`grading.warm`); this module turns it
+back on after moving everything imported to the permanent generation (``gc.freeze``, the pattern
+Python documents for pre-fork servers), so forks neither scan nor copy those objects.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 
 
 def prime() -> None:
@@ -25,4 +30,8 @@ def prime() -> None:
             get_validator(nbformat.current_nbformat, nbformat.current_nbformat_minor, relax_add_props=relax)
 
 
-prime()
+try:
+    prime()
+finally:
+    gc.freeze()
+    gc.enable()

@@ -52,6 +52,12 @@ def test_exit_status_output_directory_and_environment_are_the_commands(tmp_path:
     assert found["warm"] == expected, f"expected {expected}, got {found['warm']} (warm)"
 
 
+def test_a_warm_command_collects_garbage_like_a_cold_one(tmp_path: Path) -> None:
+    """The fork server imports with the collector off: is it on again in every command it forks?"""
+    found = both(tmp_path, "import gc; print(gc.isenabled(), gc.get_threshold()[0] > 0)")
+    assert found["warm"] == found["cold"] == (0, "True True\n"), found
+
+
 def test_a_command_killed_by_a_signal_reports_the_signal(tmp_path: Path) -> None:
     found = both(tmp_path, "import os, signal; os.kill(os.getpid(), signal.SIGKILL)")
     assert found["warm"][0] == found["cold"][0] == -9, found
