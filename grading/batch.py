@@ -17,7 +17,7 @@ from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 from traitlets import Float, Integer
 from traitlets.config import Configurable
@@ -25,10 +25,13 @@ from traitlets.config import Configurable
 from grading import run_one, scratch, warm
 from grading.memory_bound import mechanism
 from grading.ledger import LEDGER_NAME, Ledger
-from grading.results import join_notes, locked_checksums, merge_record, read_result, write_student_files
+from grading.results import join_notes, merge_record, read_result, write_student_files
 from grading.run_one import Job, Status, StudentResult
 from grading.submissions import (MAX_SUBMISSION_BYTES, MAX_SUBMISSION_FILES, Limits, Submission, UsageError,
                                  collect_submissions, files_hash, read_files, stage_submission)
+
+if TYPE_CHECKING:
+    from nbgrader.api import Gradebook
 
 log = logging.getLogger(__name__)
 
@@ -154,29 +157,44 @@ def target_gradebook(course_url: str, course_id: str, out: Path, to_course: bool
     return Target(scratch.gradebook_url(target), course_id, str(target))
 
 
+def read_definition(options: BatchOptions, course: Path, url: str, course_id: str,
+                    template: Path) -> scratch.CourseDefinition | None:
+    """:func:`grading.scratch.read_definition`, in a fork of the fork server when grading warm (it has
+    nbgrader imported; this process need not import it before the first submission starts)."""
+    args = (course, url, course_id, options.assignment, template)
+    if options.warm_start:
+        try:
+            return warm.call(scratch.read_definition, *args, timeout=scratch.PROBE_TIMEOUT)
+        except TimeoutError as exc:
+            raise UsageError(f"reading the course gradebook took more than {scratch.PROBE_TIMEOUT:g} s") from exc
+        except (ChildProcessError, EOFError, ConnectionError) as exc:
+            log.warning("the fork server could not read the course gradebook (%r); reading it here", exc)
+            shutil.rmtree(template, ignore_errors=True)
+    return scratch.read_definition(*args)
+
+
 def prepare(options: BatchOptions, course: Path, scratch_dir: Path, out: Path) -> Prepared:
     """Check the config and gradebook, build the template, collect submissions (raises UsageError)."""
     config = scratch.load_course_config(course, warm_start=options.warm_start)
     settings = batch_settings(config.batch)
     url, course_id = config.db_url or scratch.gradebook_url(course / "gradebook.db"), config.course_id
-    notebooks = scratch.ensure_gradebook(course, url, course_id, options.assignment, options.regenerate)
-    stale = scratch.stale_test_cells(course, url, course_id, options.assignment, notebooks)
-    if stale:
+    template = scratch_dir / "template"
+    definition = None if options.regenerate else read_definition(options, course, url, course_id, template)
+    if definition is None:
+        scratch.generate_assignment(course, url, options.assignment)
+        definition = read_definition(options, course, url, course_id, template)
+        if definition is None:
+            raise UsageError(f"the gradebook of {course} has no notebooks for {options.assignment}")
+    if definition.stale:
         log.warning("tests changed since generate_assignment (grading uses the old version): %s; "
-                    "pass --regenerate to use the current source", ", ".join(stale))
+                    "pass --regenerate to use the current source", ", ".join(definition.stale))
+    for path in definition.unreleased:
+        log.warning("no release of %s to check submissions against (%s)", Path(path).stem, path)
     submissions = collect_submissions(options.submissions, options.assignment, scratch_dir / "unpacked",
                                       settings.limits())
-    template = scratch.build_template(course, url, course_id, options.assignment, scratch_dir / "template")
     target = target_gradebook(url, course_id, out, to_course=options.out is None)
-    released = {}
-    for name in notebooks:
-        path = course / "release" / options.assignment / f"{name}.ipynb"
-        try:
-            released[name] = locked_checksums(path)
-        except (OSError, ValueError):
-            log.warning("no release of %s to check submissions against (%s)", name, path)
-    return Prepared(notebooks, submissions, settings, course_id, target, run_one.pack_tree(template), released,
-                    memory_bound=mechanism(config.memory_bytes))
+    return Prepared(definition.notebooks, submissions, settings, course_id, target, run_one.pack_tree(template),
+                    definition.released, memory_bound=mechanism(config.memory_bytes))
 
 
 def make_job(sub: Submission, prepared: Prepared, options: BatchOptions, staging: Path,
@@ -205,11 +223,12 @@ Submit = Callable[[Job], Future]
 
 
 def grade_all(jobs: Iterator[Job | StudentResult], submit: Submit, workers: int,
-              accept: Callable[[StudentResult], None]) -> None:
+              accept: Callable[[StudentResult], None], started: Callable[[], None] | None = None) -> None:
     """Run jobs, at most ``workers`` at once (plus one staged ahead), and hand each result to ``accept``.
 
     A job whose grading process died (status ``crashed``, or an exception from the pool) is run
-    once more; the second outcome is the one reported.
+    once more; the second outcome is the one reported.  ``started`` is called once, when the first
+    jobs have been submitted (work that can wait for them).
     """
     running: dict[Future, tuple[Job, int, str]] = {}
     queue: deque[Job | StudentResult] = deque()
@@ -229,6 +248,8 @@ def grade_all(jobs: Iterator[Job | StudentResult], submit: Submit, workers: int,
                 running[submit(item)] = (item, 1, "")
 
     refill()
+    if started is not None:
+        started()
     while queue or running:
         while queue:
             accept(queue.popleft())
@@ -259,13 +280,24 @@ class Coordinator:
 
     def __init__(self, options: BatchOptions, prepared: Prepared, out: Path, ledger: Ledger,
                  on_result: Callable[[StudentResult], None] | None = None) -> None:
-        from nbgrader.api import Gradebook
-
         self.options, self.prepared, self.out, self.ledger = options, prepared, out, ledger
-        self.gradebook = Gradebook(prepared.target.url, prepared.target.course_id)  # one connection per batch
+        self._gradebook: Gradebook | None = None
         self.results: list[StudentResult] = []
         self.on_result = on_result
         self.logs = out / "grading_logs" / options.assignment
+
+    @property
+    def gradebook(self) -> Gradebook:
+        """The target gradebook, one connection per batch, opened on first use (:meth:`open`)."""
+        if self._gradebook is None:
+            from nbgrader.api import Gradebook
+
+            self._gradebook = Gradebook(self.prepared.target.url, self.prepared.target.course_id)
+        return self._gradebook
+
+    def open(self) -> None:
+        """Open the gradebook (importing nbgrader here): called once the first submissions are running."""
+        self.gradebook  # noqa: B018 (the property opens it)
 
     def merge(self, result: StudentResult) -> None:
         """Merge a graded result into the gradebook, read its score back, mark it merged in the ledger."""
@@ -280,7 +312,9 @@ class Coordinator:
 
     def close(self) -> None:
         """Close the gradebook connection."""
-        self.gradebook.close()
+        if self._gradebook is not None:
+            self._gradebook.close()
+            self._gradebook = None
 
     def finish_interrupted(self) -> int:
         """Merge what a killed batch recorded but did not merge; return how many."""
@@ -439,7 +473,7 @@ def run_batch(options: BatchOptions, on_result: Callable[[StudentResult], None] 
         try:
             if on_start is not None:
                 on_start(len(prepared.submissions))
-            grade_all(jobs(), submit, workers, coordinator.accept)
+            grade_all(jobs(), submit, workers, coordinator.accept, started=coordinator.open)
         except OSError as exc:
             outcome.copy_error = f"results could not be written to {out}: {exc}"
         write_batch_record(out / "grading_logs" / options.assignment / "batch.json", outcome, workers)

@@ -2,6 +2,9 @@
 
 Workers return results as data (:class:`GradebookRecord`, file contents); only the coordinator
 writes the course gradebook (:func:`merge_record`) and the output folders.
+
+nbgrader (about a second of imports) is imported where it is used, not with this module, so the
+grading command starts without it while its fork server imports it (:mod:`grading.warm`).
 """
 
 from __future__ import annotations
@@ -10,14 +13,13 @@ import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Sequence
-
-from nbgrader.api import Gradebook, MissingEntry
-from sqlalchemy import create_engine, text
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from grading.submissions import Limits, UsageError
 
 if TYPE_CHECKING:
+    from nbgrader.api import Gradebook
+
     from grading.run_one import StudentResult
 
 log = logging.getLogger(__name__)
@@ -39,7 +41,9 @@ def read_result(url: str | Gradebook, course_id: str, assignment: str,
 
     ``url`` may be an open :class:`Gradebook` (the coordinator keeps one open for the batch).
     """
-    if not isinstance(url, Gradebook):
+    from nbgrader.api import Gradebook, MissingEntry
+
+    if isinstance(url, str):
         with Gradebook(url, course_id) as gb:
             return read_result(gb, course_id, assignment, student)
     gb = url
@@ -83,16 +87,27 @@ class GradebookRecord:
     cells: list[CellRecord]
 
 
+def _unsynced(dbapi_connection: Any, _record: Any) -> None:
+    """An SQLite connection that does not wait for the disk (a scratch file, rebuilt if lost)."""
+    dbapi_connection.execute("PRAGMA synchronous = OFF")
+    dbapi_connection.execute("PRAGMA journal_mode = MEMORY")
+
+
 def copy_assignment_definition(src_url: str, src_course: str, dest_url: str, dest_course: str,
                                assignment: str) -> None:
     """Write the assignment's definition (notebooks and their cells, no submissions) to another gradebook.
 
     This is what ``nbgrader autograde`` reads from the gradebook besides the student's own records:
-    a worker's gradebook holds nothing of other students.
+    a worker's gradebook holds nothing of other students.  The new gradebook is what
+    ``nbgrader.api.Gradebook`` would make of it (its tables, the source's alembic version, the
+    course, the assignment and its cells), written in one transaction; an SQLite file is written
+    without waiting for the disk (a scratch copy: it is rebuilt, not recovered).
     """
     from nbgrader import api
+    from sqlalchemy import create_engine, event, text
+    from sqlalchemy.orm import Session
 
-    with Gradebook(src_url, src_course) as src:
+    with api.Gradebook(src_url, src_course) as src:
         definition = src.find_assignment(assignment)
         notebooks = []
         for nb in definition.notebooks:
@@ -105,32 +120,42 @@ def copy_assignment_definition(src_url: str, src_course: str, dest_url: str, des
             ))
         duedate = definition.duedate
         version = src.db.execute(text("SELECT version_num FROM alembic_version")).scalar()
-    if version:  # a new gradebook otherwise asks the alembic command for it (seconds on a busy machine)
-        engine = create_engine(dest_url)
-        with engine.begin() as conn:
+    if not version:
+        version = api.get_alembic_version()  # asks the alembic command (seconds on a busy machine)
+    engine = create_engine(dest_url)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _unsynced)
+    try:
+        with Session(engine) as session, session.begin():
+            conn = session.connection()
+            api.Base.metadata.create_all(conn)
             conn.execute(text("CREATE TABLE IF NOT EXISTS alembic_version (version_num VARCHAR(32) NOT NULL)"))
             conn.execute(text("DELETE FROM alembic_version"))
             conn.execute(text("INSERT INTO alembic_version (version_num) VALUES (:v)"), {"v": version})
+            if session.get(api.Course, dest_course) is None:
+                session.add(api.Course(id=dest_course))
+            target = api.Assignment(name=assignment, duedate=duedate, course_id=dest_course)
+            session.add(target)
+            for name, kernelspec, grades, solutions, tasks, sources in notebooks:
+                nb = api.Notebook(name=name, assignment=target, kernelspec=kernelspec)
+                session.add(nb)
+                for cell_name, max_score, cell_type in grades:
+                    session.add(api.GradeCell(name=cell_name, max_score=max_score, cell_type=cell_type, notebook=nb))
+                for cell_name in solutions:
+                    session.add(api.SolutionCell(name=cell_name, notebook=nb))
+                for cell_name, max_score, cell_type in tasks:
+                    session.add(api.TaskCell(name=cell_name, max_score=max_score, cell_type=cell_type, notebook=nb))
+                for cell_name, cell_type, locked, source, checksum in sources:
+                    session.add(api.SourceCell(name=cell_name, cell_type=cell_type, locked=locked, source=source,
+                                               checksum=checksum, notebook=nb))
+    finally:
         engine.dispose()
-    with Gradebook(dest_url, dest_course) as dest:
-        target = dest.update_or_create_assignment(assignment, duedate=duedate)
-        for name, kernelspec, grades, solutions, tasks, sources in notebooks:
-            nb = api.Notebook(name=name, assignment=target, kernelspec=kernelspec)
-            dest.db.add(nb)
-            for cell_name, max_score, cell_type in grades:
-                dest.db.add(api.GradeCell(name=cell_name, max_score=max_score, cell_type=cell_type, notebook=nb))
-            for cell_name in solutions:
-                dest.db.add(api.SolutionCell(name=cell_name, notebook=nb))
-            for cell_name, max_score, cell_type in tasks:
-                dest.db.add(api.TaskCell(name=cell_name, max_score=max_score, cell_type=cell_type, notebook=nb))
-            for cell_name, cell_type, locked, source, checksum in sources:
-                dest.db.add(api.SourceCell(name=cell_name, cell_type=cell_type, locked=locked, source=source,
-                                           checksum=checksum, notebook=nb))
-        dest.db.commit()
 
 
 def read_record(url: str, course_id: str, assignment: str, student: str) -> GradebookRecord | None:
     """The autograde results of one student in a (worker's) gradebook, or None if there are none."""
+    from nbgrader.api import Gradebook, MissingEntry
+
     with Gradebook(url, course_id) as gb:
         try:
             submission = gb.find_submission(assignment, student)
@@ -157,7 +182,9 @@ def merge_record(url: str | Gradebook, course_id: str, assignment: str, record: 
     replaced; manual scores, manual comments and extra credit are kept, and a cell with a manual
     score is marked for review again (``SaveAutoGrades``' rule).  ``url`` may be an open Gradebook.
     """
-    if not isinstance(url, Gradebook):
+    from nbgrader.api import Gradebook, MissingEntry
+
+    if isinstance(url, str):
         with Gradebook(url, course_id) as gb:
             merge_record(gb, course_id, assignment, record)
         return
@@ -341,22 +368,24 @@ def locked_checksums(notebook: Path) -> dict[str, str]:
     return found
 
 
-def find_tampering(notebook: Path, released: Mapping[str, str], name: str) -> list[str]:
-    """How a submitted notebook departs from the release in its locked cells (nbgrader's checksums).
+def find_tampering(notebook: bytes | None, released: Mapping[str, str], name: str) -> list[str]:
+    """How a submitted notebook (its file's bytes, None if missing) departs from the release in its
+    locked cells (nbgrader's checksums).
 
     ``released`` maps grade_id -> checksum of each locked cell as released.  Edited, deleted or
     duplicated test and read-only cells, and a file that is not a notebook; nbgrader grades with
     the gradebook's copy of those cells whatever the student did, so this is for the report.
     """
-    import nbformat
-    from nbgrader import utils as nbgrader_utils
-
     if not released:
         return []
-    if not notebook.is_file():
+    # nbgrader first: while the coordinator thread imports it, this thread waits for all of it
+    from nbgrader import utils as nbgrader_utils
+    import nbformat
+
+    if notebook is None:
         return [f"{name}.ipynb missing"]
     try:
-        nb = nbformat.read(notebook, as_version=4)
+        nb = nbformat.reads(notebook.decode("utf-8"), as_version=4)
     except Exception as exc:  # noqa: BLE001
         return [f"{name}.ipynb is not a notebook ({type(exc).__name__})"]
     seen: dict[str, int] = {}

@@ -221,9 +221,6 @@ def grade_one(job: Job, work_root: str | None = None) -> StudentResult:
             with open(log, "a") as out:
                 out.write(f"{job.note}\n")
         url = gradebook_url(work / "gradebook.db")
-        submitted = work / "submitted" / job.student / job.assignment
-        for name in job.notebooks:
-            result.tampered += find_tampering(submitted / f"{name}.ipynb", job.released.get(name, {}), name)
         phases["setup"] = time.monotonic() - start
         env = nbgrader_env(work)
         tick = time.monotonic()
@@ -231,6 +228,8 @@ def grade_one(job: Job, work_root: str | None = None) -> StudentResult:
                                                             sandboxed=job.sandboxed)),
                            cwd=work, env=env, timeout=job.timeout, log=log, warm_start=job.warm)
         phases["autograde"] = time.monotonic() - tick
+        for name in job.notebooks:  # after nbgrader ran: in the grading command, this imports nbgrader
+            result.tampered += find_tampering(job.files.get(f"{name}.ipynb"), job.released.get(name, {}), name)
         partial = work / "autograded" / job.student / job.assignment
         if code is None:
             result.status = Status.TIMEOUT

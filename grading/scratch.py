@@ -3,7 +3,8 @@
 The course configuration is code, so it is loaded in a subprocess (the way nbgrader loads it) and
 checked there; nbgrader itself runs as a subprocess of this interpreter with the venv on ``PATH``.
 The scratch course holds the configuration, a gradebook copy, the assignment's non-notebook source
-files and the sealed kernelspec, never a solution notebook.
+files and the sealed kernelspec, never a solution notebook.  nbgrader is imported where it is used
+(:func:`read_definition` runs in a fork of the fork server that has it imported already).
 """
 
 from __future__ import annotations
@@ -20,12 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-import nbformat
-from nbgrader import utils as nbgrader_utils
-from nbgrader.api import Gradebook, MissingEntry
-
 from grading import sandbox, warm
 from grading.memory_bound import DEFAULT_SUBMISSION_MEMORY_BYTES
+from grading.results import copy_assignment_definition, locked_checksums
 from grading.submissions import UsageError, copy_tree
 
 log = logging.getLogger(__name__)
@@ -52,6 +50,8 @@ def gradebook_exists(url: str) -> bool:
 
 def assignment_notebooks(url: str, course_id: str, assignment: str) -> list[str]:
     """Names of the assignment's notebooks in a gradebook (empty if unknown)."""
+    from nbgrader.api import Gradebook, MissingEntry
+
     if not gradebook_exists(url):
         return []
     with Gradebook(url, course_id) as gb:
@@ -68,6 +68,10 @@ def stale_test_cells(course: Path, url: str, course_id: str, assignment: str, no
     edited after ``generate_assignment`` are silently ignored until it runs
     again.
     """
+    import nbformat
+    from nbgrader import utils as nbgrader_utils
+    from nbgrader.api import Gradebook
+
     stale = []
     with Gradebook(url, course_id) as gb:
         for name in notebooks:
@@ -237,11 +241,8 @@ def check_course_config(course: Path) -> list[str]:
     return load_course_config(course).preprocessors
 
 
-def ensure_gradebook(course: Path, url: str, course_id: str, assignment: str, regenerate: bool) -> list[str]:
-    """Make sure the course gradebook knows the assignment; return its notebook names."""
-    notebooks = [] if regenerate else assignment_notebooks(url, course_id, assignment)
-    if notebooks:
-        return notebooks
+def generate_assignment(course: Path, url: str, assignment: str) -> None:
+    """``nbgrader generate_assignment --force`` in the course, into the gradebook at ``url``."""
     if not (course / "source" / assignment).is_dir():
         raise UsageError(f"no source/{assignment} in {course}")
     log.info("Running nbgrader generate_assignment %s --force in %s", assignment, course)
@@ -254,10 +255,52 @@ def ensure_gradebook(course: Path, url: str, course_id: str, assignment: str, re
     )
     if result.returncode != 0:
         raise UsageError(f"nbgrader generate_assignment failed:\n{result.stdout}{result.stderr}")
+
+
+def ensure_gradebook(course: Path, url: str, course_id: str, assignment: str, regenerate: bool) -> list[str]:
+    """Make sure the course gradebook knows the assignment; return its notebook names."""
+    notebooks = [] if regenerate else assignment_notebooks(url, course_id, assignment)
+    if notebooks:
+        return notebooks
+    generate_assignment(course, url, assignment)
     notebooks = assignment_notebooks(url, course_id, assignment)
     if not notebooks:
         raise UsageError(f"the gradebook of {course} has no notebooks for {assignment}")
     return notebooks
+
+
+@dataclass(frozen=True)
+class CourseDefinition:
+    """What the course says of the assignment, read once per batch (plain data)."""
+
+    notebooks: list[str]  # the assignment's notebooks in the course gradebook
+    stale: list[str] = field(default_factory=list)  # test cells edited since generate_assignment
+    released: dict[str, dict[str, str]] = field(default_factory=dict)  # notebook -> locked cell checksums
+    unreleased: list[str] = field(default_factory=list)  # release notebooks that could not be read
+
+
+def read_definition(course: Path, url: str, course_id: str, assignment: str,
+                    template: Path) -> CourseDefinition | None:
+    """The assignment's definition, with its scratch-course template built at ``template``;
+    None if the course gradebook does not know the assignment (nothing is built then).
+
+    Everything grading reads of the course gradebook and release before the first submission, in
+    one call, so that it can run in a fork of the fork server (``warm.call``).
+    """
+    notebooks = assignment_notebooks(url, course_id, assignment)
+    if not notebooks:
+        return None
+    stale = stale_test_cells(course, url, course_id, assignment, notebooks)
+    build_template(course, url, course_id, assignment, template)
+    released: dict[str, dict[str, str]] = {}
+    unreleased: list[str] = []
+    for name in notebooks:
+        path = course / "release" / assignment / f"{name}.ipynb"
+        try:
+            released[name] = locked_checksums(path)
+        except (OSError, ValueError):
+            unreleased.append(str(path))
+    return CourseDefinition(notebooks, stale, released, unreleased)
 
 
 def build_template(course: Path, url: str, course_id: str, assignment: str, template: Path) -> Path:
@@ -267,8 +310,6 @@ def build_template(course: Path, url: str, course_id: str, assignment: str, temp
     only (no student's records) and the assignment's non-notebook source files (data files
     nbgrader copies next to every submission).  No solution notebook is in it.
     """
-    from grading.results import copy_assignment_definition
-
     template.mkdir(parents=True, exist_ok=True)
     config = course / "nbgrader_config.py"
     if config.is_file():

@@ -7,7 +7,9 @@ runs a ``python -m MODULE ...`` or ``python -c CODE`` command as a fresh fork of
 session, working directory, environment and log, exactly as the subprocess would run, minus the
 imports.  The fork server never runs a command itself, so nothing a submission does reaches the
 next one: every command is a new process forked from the same clean parent, and student code runs
-only in the sandboxed kernel and sealed worker below it, as before.
+only in the sandboxed kernel and sealed worker below it, as before.  :func:`call` runs a function
+of this package the same way and hands back what it returns, so the grading command's own
+gradebook work before the first submission needs no nbgrader import of its own.
 
 This module imports only the standard library, so the grading command can start the fork server
 before it imports nbgrader itself and both imports run side by side.
@@ -18,6 +20,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import gc
 import multiprocessing
 import multiprocessing.connection
 import multiprocessing.forkserver
@@ -27,16 +30,20 @@ import signal
 import sys
 import tempfile
 import threading
+import traceback
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence, TypeVar
+
+T = TypeVar("T")
 
 # What a warm command would otherwise import itself (nbgrader's apps, converters and preprocessors,
-# the grading preprocessors and sealed checker, nbconvert's exporters, the kernel client).
+# the grading preprocessors and sealed checker, nbconvert's exporters, the kernel client), and last
+# the first-use work every command would repeat (grading.warm_prime).
 PRELOAD = (
     "grading.warm", "nbgrader.apps.nbgraderapp", "nbgrader.converters", "nbgrader.preprocessors", "nbgrader.api",
     "nbconvert.exporters", "nbconvert.preprocessors", "nbclient", "jupyter_client.manager",
     "jupyter_client.provisioning", "grading.preprocessors", "grading.sealed.checker", "grading.batch",
-    "grading.kernel_provisioner",
+    "grading.kernel_provisioner", "grading.warm_prime",
 )
 # Optional modules that packages in the grading environment import if installed and grading never
 # uses: rfc3987-syntax is jsonschema's checker of the "iri" format (installed for jupyter_events'
@@ -55,8 +62,9 @@ def skip_unused_imports() -> None:
         sys.modules.setdefault(name, None)  # type: ignore[arg-type]  # None: "import name" raises ImportError
 
 
-if os.environ.get(_SERVER_ENV):
+if os.environ.get(_SERVER_ENV):  # this is the fork server, importing PRELOAD (grading.warm first)
     skip_unused_imports()
+    gc.disable()  # no collections while importing (15% of the imports' CPU); grading.warm_prime re-enables
 
 
 def available() -> bool:
@@ -113,19 +121,24 @@ def _die_with_parent() -> None:
             os._exit(signal.SIGKILL + 128)
 
 
-def _command(argv: list[str], cwd: str, env: dict[str, str], log: str) -> None:
-    """In the fork: become the command (own session, cwd, environment, output to ``log``) and run it."""
+def _become(cwd: str, env: dict[str, str]) -> None:
+    """In the fork: a session of its own that dies with the fork server, the caller's cwd and environment."""
     os.setsid()
     _die_with_parent()
-    out = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    os.dup2(out, 1)
-    os.dup2(out, 2)
-    os.close(out)
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(env)
     tempfile.tempdir = None  # TMPDIR of this command, not of the fork server
     atexit._clear()  # the fork server's exit handlers are not this command's
+
+
+def _command(argv: list[str], cwd: str, env: dict[str, str], log: str) -> None:
+    """In the fork: become the command (own session, cwd, environment, output to ``log``) and run it."""
+    out = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(out, 1)
+    os.dup2(out, 2)
+    os.close(out)
+    _become(cwd, env)
     try:
         if argv[0] == "-m":
             sys.argv = [argv[1], *argv[2:]]
@@ -151,9 +164,7 @@ def run(cmd: Sequence[str], *, cwd: Path, env: dict[str, str], timeout: float, l
     start()
     ctx = multiprocessing.get_context("forkserver")
     proc = ctx.Process(target=_command, args=(argv, str(cwd), dict(env), str(log)), name="grading-command")
-    with _LOCK:  # starting reaps finished processes of other threads: never while one reads its status
-        proc.start()
-    try:
+    with _forked(proc):
         code = _wait(proc, timeout)
         if code is not None:
             return code
@@ -162,12 +173,70 @@ def run(cmd: Sequence[str], *, cwd: Path, env: dict[str, str], timeout: float, l
         with open(log, "ab") as out:
             out.write(f"\n*** killed after {timeout:.0f} s ***\n".encode())
         return None
+
+
+@contextlib.contextmanager
+def _forked(proc: multiprocessing.process.BaseProcess):
+    """Start ``proc``; on the way out, kill its session if it still runs (this thread was interrupted)."""
+    with _LOCK:  # starting reaps finished processes of other threads: never while one reads its status
+        proc.start()
+    try:
+        yield proc
     finally:
-        if _wait(proc, 0) is None:  # this thread was interrupted: leave nothing running
+        if _wait(proc, 0) is None:
             kill_session(proc.pid)
             _wait(proc, None)
         with _LOCK:
             proc.close()
+
+
+def _call(fn: Callable[..., Any], args: tuple, cwd: str, env: dict[str, str],
+          writer: multiprocessing.connection.Connection) -> None:
+    """In the fork: ``fn(*args)`` in the caller's cwd and environment; send back its value or its exception."""
+    _become(cwd, env)
+    try:
+        outcome: tuple[bool, Any] = (True, fn(*args))
+    except BaseException as exc:  # noqa: BLE001 (handed to the caller, who raises it)
+        outcome = (False, exc)
+    try:
+        try:
+            writer.send(outcome)
+        except Exception:  # noqa: BLE001 (an exception or value that does not pickle)
+            writer.send((False, RuntimeError(f"{fn.__qualname__} in the fork server:\n{traceback.format_exc()}")))
+    finally:
+        atexit._run_exitfuncs()
+        writer.close()
+
+
+def call(fn: Callable[..., T], *args: Any, timeout: float) -> T:
+    """``fn(*args)`` run in a fork of the fork server (which has :data:`PRELOAD` imported).
+
+    The fork has this process's working directory and environment and a session of its own; it
+    returns ``fn``'s value, or raises the exception ``fn`` raised.  ``fn`` must be a module-level
+    function of an importable module and its arguments and value must pickle.  Raises
+    ``TimeoutError`` (after killing the fork's session) if it takes longer than ``timeout``
+    seconds, and ``ChildProcessError`` if the fork died without an answer.
+    """
+    start()
+    ctx = multiprocessing.get_context("forkserver")
+    reader, writer = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_call, args=(fn, args, os.getcwd(), dict(os.environ), writer), name="grading-call")
+    try:
+        with _forked(proc):
+            writer.close()  # the fork's copy is its own: EOF here once it ends
+            if not multiprocessing.connection.wait([reader], timeout):
+                kill_session(proc.pid)
+                raise TimeoutError(f"{fn.__qualname__} took more than {timeout:g} s")
+            try:
+                ok, value = reader.recv()
+            except EOFError:
+                _wait(proc, None)
+                raise ChildProcessError(f"{fn.__qualname__} died (exit status {proc.exitcode})") from None
+    finally:
+        reader.close()
+    if not ok:
+        raise value
+    return value
 
 
 def _wait(proc: multiprocessing.process.BaseProcess, timeout: float | None) -> int | None:

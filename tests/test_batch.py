@@ -24,12 +24,12 @@ from typing import Any
 import nbformat
 import pytest
 
-from grading import grade
+from grading import grade, scratch, warm
 from grading.batch import grade_all
 from grading.memory_bound import DEFAULT_SUBMISSION_MEMORY_BYTES, mechanism
 from grading.run_one import Job, Status, StudentResult
 from support import PYTHON, REPO, bwrap_usable, pgserver
-from support.courses import run_grade, write_dummy_class
+from support.courses import nbgrader_meta, run_grade, write_course, write_dummy_class
 
 CLASS = ("good", "dies", "cheater", "chatty")
 TIMESTAMP = "2026-11-30 12:34:56.000000 UTC"
@@ -155,6 +155,91 @@ def test_two_workers_graded_at_the_same_time(graded_twice: dict[str, Any]) -> No
 
 
 # --------------------------------------------------------------------------- retries and resuming
+
+
+# --------------------------------------------------------------------------- the scratch-course template
+
+
+def definition_fields(url: str, assignment: str, course_id: str = "ml-systems") -> dict[str, Any]:
+    """Every field of an assignment's definition in a gradebook (ids left out), and what else it holds."""
+    from nbgrader.api import Gradebook
+
+    with Gradebook(url, course_id) as gb:
+        found = gb.find_assignment(assignment)
+        notebooks = {nb.name: {
+            "kernelspec": nb.kernelspec,
+            "grade": sorted((c.name, c.max_score, c.cell_type) for c in nb.grade_cells),
+            "solution": sorted(c.name for c in nb.solution_cells),
+            "task": sorted((c.name, c.max_score, c.cell_type) for c in nb.task_cells),
+            "source": sorted((c.name, c.cell_type, c.locked, c.source, c.checksum) for c in nb.source_cells),
+        } for nb in found.notebooks}
+        return {"duedate": found.duedate, "course": found.course_id, "notebooks": notebooks,
+                "assignments": [a.name for a in gb.assignments], "students": [s.id for s in gb.students],
+                "submissions": len(found.submissions)}
+
+
+def alembic_version(gradebook: Path) -> list[tuple[str]]:
+    with sqlite3.connect(f"{gradebook.as_uri()}?mode=ro", uri=True) as db:
+        return db.execute("SELECT version_num FROM alembic_version").fetchall()
+
+
+@pytest.fixture(scope="module")
+def defined_course(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A course whose assignment ``a1`` has every kind of cell nbgrader records, a due date, a data
+    file, and a second assignment with a graded student (neither may reach a template)."""
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+    from nbgrader.api import Gradebook
+
+    task = {"nbgrader": {"grade_id": "task_plan", "task": True, "grade": False, "solution": False, "locked": True,
+                         "points": 2, "schema_version": 3}}
+    nb = new_notebook(cells=[
+        new_markdown_cell("# Definition", metadata=nbgrader_meta("intro", locked=True)),
+        new_code_cell("def add(a, b):\n    ### BEGIN SOLUTION\n    return a + b\n    ### END SOLUTION",
+                      metadata=nbgrader_meta("answer", solution=True)),
+        new_code_cell("assert add(1, 2) == 3", metadata=nbgrader_meta("test_add", grade=True, points=3)),
+        new_markdown_cell("YOUR ANSWER HERE", metadata=nbgrader_meta("essay", grade=True, solution=True, points=4)),
+        new_markdown_cell("Plan the work.", metadata=task),
+    ])
+    course = write_course(tmp_path_factory.mktemp("defined") / "course", nb, "nb", "", {"table.csv": "a,b\n1,2\n"})
+    with Gradebook(grade.gradebook_url(course / "gradebook.db"), "ml-systems") as gb:
+        gb.update_or_create_assignment("a1", duedate="2026-12-24 23:59:00 UTC")
+        gb.add_assignment("a0")
+        gb.add_student("zoe")
+        gb.add_submission("a0", "zoe")
+    return course
+
+
+def test_the_template_holds_the_assignments_definition_and_nothing_else(defined_course: Path,
+                                                                          tmp_path: Path) -> None:
+    """Is the template's gradebook the course's definition of a1, field by field, with no other
+    assignment or student, the course's alembic version, and beside it the data files and config only?"""
+    url = grade.gradebook_url(defined_course / "gradebook.db")
+    want = definition_fields(url, "a1")
+    assert want["students"] == ["zoe"] and len(want["assignments"]) == 2  # the reference holds more
+    want.update(assignments=["a1"], students=[], submissions=0)
+    template = grade.build_template(defined_course, url, "ml-systems", "a1", tmp_path / "template")
+    got = definition_fields(grade.gradebook_url(template / "gradebook.db"), "a1")
+    assert got == want, f"expected {want}, got {got}"
+    assert {c[0] for c in got["notebooks"]["nb"]["task"]} == {"task_plan"} and got["duedate"] is not None
+    assert alembic_version(template / "gradebook.db") == alembic_version(defined_course / "gradebook.db")
+    files = sorted(str(p.relative_to(template)) for p in template.rglob("*") if p.is_file())
+    assert files == ["gradebook.db", "nbgrader_config.py", "source/a1/table.csv"], files
+
+
+@pytest.mark.skipif(not warm.available(), reason="no fork server on this platform")
+def test_the_definition_read_in_the_fork_server_is_the_one_read_here(defined_course: Path, tmp_path: Path) -> None:
+    """Does ``read_definition`` give the same notebooks, stale cells, release checksums and template
+    run in a fork of the fork server (as the grading command runs it) as run in this process?"""
+    url = grade.gradebook_url(defined_course / "gradebook.db")
+    args = (defined_course, url, "ml-systems", "a1")
+    here = scratch.read_definition(*args, tmp_path / "here")
+    there = warm.call(scratch.read_definition, *args, tmp_path / "there", timeout=300)
+    assert here == there, f"expected {here}, got {there}"
+    assert here is not None and here.notebooks == ["nb"] and set(here.released["nb"]) >= {"test_add", "intro"}
+    assert definition_fields(grade.gradebook_url(tmp_path / "there" / "gradebook.db"), "a1") == \
+        definition_fields(grade.gradebook_url(tmp_path / "here" / "gradebook.db"), "a1")
+    assert scratch.read_definition(defined_course, url, "ml-systems", "a9", tmp_path / "none") is None
+    assert not (tmp_path / "none").exists()
 
 
 def result(student: str, status: str) -> StudentResult:

@@ -52,6 +52,12 @@ def test_exit_status_output_directory_and_environment_are_the_commands(tmp_path:
     assert found["warm"] == expected, f"expected {expected}, got {found['warm']} (warm)"
 
 
+def test_a_warm_command_collects_garbage_like_a_cold_one(tmp_path: Path) -> None:
+    """The fork server imports with the collector off: is it on again in every command it forks?"""
+    found = both(tmp_path, "import gc; print(gc.isenabled(), gc.get_threshold()[0] > 0)")
+    assert found["warm"] == found["cold"] == (0, "True True\n"), found
+
+
 def test_a_command_killed_by_a_signal_reports_the_signal(tmp_path: Path) -> None:
     found = both(tmp_path, "import os, signal; os.kill(os.getpid(), signal.SIGKILL)")
     assert found["warm"][0] == found["cold"][0] == -9, found
@@ -131,3 +137,66 @@ def test_a_dead_fork_server_does_not_stop_grading(tmp_path: Path) -> None:
     status = run_bounded([PYTHON, "-c", "import sys; print('second'); sys.exit(7)"], cwd=tmp_path,
                          env=dict(os.environ), timeout=120, log=log, warm_start=True)
     assert (status, log.read_text().splitlines()[-1]) == (7, "second"), (status, log.read_text())
+
+
+# --------------------------------------------------------------------------- warm.call
+
+
+def cwd_env_and_pid(name: str) -> tuple[str, str | None, int]:
+    """The working directory, one environment variable and the pid of the process it runs in."""
+    return os.getcwd(), os.environ.get(name), os.getpid()
+
+
+def raise_lookup(key: str) -> None:
+    raise LookupError(f"no {key}")
+
+
+def sleep_in_a_child(pid_file: str) -> None:
+    import subprocess
+
+    child = subprocess.Popen(["sleep", "600"])
+    Path(pid_file).write_text(str(child.pid))
+    time.sleep(600)
+
+
+def test_a_warm_call_returns_what_the_function_returns_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Does ``warm.call`` run the function in another process, in this cwd and environment, with its value?"""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GRADING_TEST_VALUE", "seen here")
+    here = cwd_env_and_pid("GRADING_TEST_VALUE")
+    there = warm.call(cwd_env_and_pid, "GRADING_TEST_VALUE", timeout=120)
+    assert there[:2] == here[:2], f"expected cwd and variable {here[:2]}, got {there[:2]}"
+    assert there[2] != os.getpid(), "the function ran in this process, not in a fork"
+
+
+def test_a_warm_call_raises_the_functions_exception() -> None:
+    with pytest.raises(LookupError, match="no thing"):
+        warm.call(raise_lookup, "thing", timeout=120)
+
+
+def test_a_warm_call_that_dies_or_overruns_is_reported_and_leaves_nothing_running(tmp_path: Path) -> None:
+    """A fork that exits without an answer is ChildProcessError; one that overruns is killed with its children."""
+    with pytest.raises(ChildProcessError, match="exit status 3"):
+        warm.call(os._exit, 3, timeout=120)
+    pid_file = tmp_path / "child.pid"
+    start = time.monotonic()
+    with pytest.raises(TimeoutError):
+        warm.call(sleep_in_a_child, str(pid_file), timeout=3)
+    assert time.monotonic() - start < 60, "the overrun was not stopped soon after 3 s"
+    child = int(pid_file.read_text())
+    deadline = time.monotonic() + 10
+    while psutil.pid_exists(child) and psutil.Process(child).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline, f"the call's child {child} outlived the timeout"
+        time.sleep(0.1)
+
+
+def test_the_grading_command_starts_without_nbgrader() -> None:
+    """Does importing the grading command leave nbgrader, nbformat and SQLAlchemy to the fork server
+    (which imports them while the command starts), so the command's own start-up stays short?"""
+    import subprocess
+
+    heavy = ("nbgrader", "nbformat", "sqlalchemy", "nbconvert", "jupyter_client")
+    code = ("import sys, grading.grade; "
+            f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({heavy!r})))")
+    found = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert found.stdout.strip() == "[]", f"expected no heavy imports, got {found.stdout.strip()}"
