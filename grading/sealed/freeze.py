@@ -36,7 +36,9 @@ from grading.memory_bound import tree_pids
 
 log = logging.getLogger(__name__)
 
-STOP_WAIT = 0.5      # seconds to wait for the processes signalled to be stopped
+# Seconds to wait for the processes signalled to be stopped: one running on another core stops at
+# once; one waiting for the CPU, or in the kernel (state D), runs no student code until it stops.
+STOP_WAIT = 0.05
 SETTLE_WAIT = 0.002  # seconds to let resumed processes go back to waiting (spinners never do)
 MAX_ROUNDS = 64      # walks of the tree while stopping (each finds the children of the last)
 _STOPPED_STATES = frozenset("TtZX")  # stopped, traced, or gone (zombie, dead)
