@@ -54,8 +54,9 @@ BATCHES: dict[str, tuple[str, ...]] = {
           "not_json"),
     "b": ("lying_int_subclass", "patched_numpy_allclose", "patched_builtins", "patched_speed_ratio",
           "patched_sealed_worker", "kernel_input_transformer", "custom_exc_handler", "excepthook_and_stderr",
-          "warnings_filters", "memoized_loop_forward", "edited_test_cell", "deleted_test_cells", "reordered_cells",
-          "duplicated_test_cell", "changed_points", "changed_grade_ids", "changed_cell_ids", "renamed_notebook"),
+          "warnings_filters", "memoized_loop_forward", "spinners_while_idle", "edited_test_cell",
+          "deleted_test_cells", "reordered_cells", "duplicated_test_cell", "changed_points", "changed_grade_ids",
+          "changed_cell_ids", "renamed_notebook"),
     "c": ("file_flood",),
 }
 FEEDBACK = {"a"}

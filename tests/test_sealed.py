@@ -774,3 +774,95 @@ def test_cell_roles_follow_the_contract():
     assert [i for i, _ in notebook.test_cells(nb)] == [4]
     assert notebook.execution_plan(nb) == [(4, [0, 1, 3])]
     assert notebook.cell_role(nb.cells[0], setup_grade_ids=()) == "readonly"
+
+
+# ------------------------------------------------------------- the worker's tree during speed checks
+# Student cell: three children in sessions of their own and, in the sandbox, an orphan (its parent
+# exits at once), all sleeping in a loop, so the test can see whether each one is stopped.
+CHILDREN = """\
+import os, time
+
+def _linger():
+    try:
+        while True:
+            time.sleep(0.01)
+    finally:
+        os._exit(0)
+
+for _ in range(3):
+    if os.fork() == 0:
+        os.setsid()
+        _linger()
+if ORPHAN:
+    middle = os.fork()
+    if middle == 0:
+        if os.fork() == 0:
+            end = time.monotonic() + 5
+            while os.getppid() != 1 and time.monotonic() < end:
+                time.sleep(0.01)
+            with open("orphan_ppid", "w") as f:
+                f.write(str(os.getppid()) + "\\n")
+            _linger()
+        os._exit(0)
+    os.waitpid(middle, 0)
+
+def forward(ids):
+    return TABLE.take(ids, axis=0)
+
+def orphan_parent():
+    return open("orphan_ppid").read() if ORPHAN else ""
+"""
+
+
+@pytest.mark.parametrize("sandboxed", [False, True], ids=["plain", "sandboxed"])
+def test_speed_check_stops_the_whole_worker_tree_except_for_the_timed_requests(sandboxed: bool, tmp_path):
+    """While check_speed times the reference, is every process of the worker's tree stopped (the
+    worker, children in sessions of their own and, in the sandbox, an orphan, which re-parents to
+    the sandbox's own init), does the student's timed request still run, and is the whole tree
+    running again afterwards, also after a speed check that raised?"""
+    from grading import sandbox
+    from grading.memory_bound import tree_pids
+    from grading.sealed import freeze
+
+    if sandboxed and not sandbox.bwrap_available():
+        pytest.skip("bubblewrap is not usable here")
+    prefix = sandbox.sandbox_prefix(tmp_path) if sandboxed else []
+    session = WorkerSession(prefix, __import__("sys").executable, tmp_path)
+    session.start(30.0)
+    try:
+        root = session.proc.pid
+        alone = len(tree_pids(root))
+        session.request("exec_cells", None, {"sources": [
+            f"import numpy as np\nORPHAN = {sandboxed}\nTABLE = np.arange(4000.0).reshape(1000, 4)\n" + CHILDREN]})
+        deadline = time.monotonic() + 10
+        while len(tree_pids(root)) < alone + 3 + sandboxed and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if sandboxed:
+            while not (tmp_path / "orphan_ppid").exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert session.request("getglobal", {"name": "orphan_parent"})() == "1\n", "the orphan's parent"
+        forward = session.request("getglobal", {"name": "forward"})
+        table = np.arange(4000.0).reshape(1000, 4)
+        rng = np.random.default_rng(0)
+        seen: list[tuple[int, bool]] = []
+
+        def reference(ids):
+            pids = tree_pids(root)
+            seen.append((len(pids), all(freeze.is_stopped(pid) for pid in pids)))
+            return np.take(table, ids, axis=0)
+
+        with freeze.serving(session.freezer):
+            check = check_speed(forward, reference, lambda: [(rng.integers(0, 1000, 512),) for _ in range(6)],
+                                limit=1e9)
+            assert check.passed, check
+            with pytest.raises(AssertionError, match="results differ"):
+                check_speed(forward, lambda ids: np.zeros((len(ids), 4)),
+                            lambda: [(rng.integers(0, 1000, 512),) for _ in range(3)], limit=1e9)
+            assert not session.freezer.stopped
+            with freeze.quiet():   # a request while stopped (a test's own) runs, and does not hang
+                assert session.request("getglobal", {"name": "orphan_parent"})() == ("1\n" if sandboxed else "")
+                assert all(freeze.is_stopped(pid) for pid in tree_pids(root))
+        assert seen and all(count == alone + 3 + sandboxed and stopped for count, stopped in seen), (alone, seen)
+        assert not any(freeze.is_stopped(pid) for pid in tree_pids(root)), "the tree was left stopped"
+    finally:
+        session.close()

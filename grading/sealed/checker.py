@@ -37,11 +37,11 @@ from typing import Any
 import numpy as np
 
 from grading.hidden_region import DEFAULT_REGION, HiddenRegion
-from grading.memory_bound import TreeWatchdog
+from grading.memory_bound import TreeWatchdog, kill_tree
 from grading.sandbox import sandbox_env
 from grading.notebook import (cell_source, cells_with_role, execution_plan, student_code_cells, test_cells,
                               test_grade_id)
-from grading.sealed import protocol
+from grading.sealed import freeze, protocol
 from grading.sealed.protocol import SealedFailure, WorkerCrashed, WorkerProtocolError, WorkerTimeout
 from grading.sealed.namespace import TestNamespace
 from grading.sealed.proxy import RemoteObject, handle_of, session_of
@@ -134,6 +134,7 @@ class WorkerSession:
         self.max_frame_bytes = max_frame_bytes
         self.memory_bound = memory_bound
         self.watchdog: TreeWatchdog | None = None
+        self.freezer: freeze.TreeFreezer | None = None
         self.python = python
         self.workdir = workdir
         self.proc: subprocess.Popen[bytes] | None = None
@@ -169,6 +170,7 @@ class WorkerSession:
             raise WorkerStartError(f"cannot spawn the worker: {exc}") from None
         os.close(c2w_r)
         os.close(w2c_w)
+        self.freezer = freeze.TreeFreezer(self.proc.pid)
         if self.memory_bound is not None:
             self.watchdog = TreeWatchdog(self.proc.pid, self.memory_bound).start()
         self.wfd, self.rfd = c2w_w, w2c_r
@@ -199,7 +201,11 @@ class WorkerSession:
         """Kill the worker's whole process group and release the channel."""
         if self.watchdog is not None:
             self.watchdog.stop()
+        if self.freezer is not None:
+            self.freezer.forget()
         if self.proc is not None:
+            if self.proc.poll() is None:  # not reaped yet, so the pid is still the worker's
+                kill_tree(self.proc.pid)  # processes in sessions of their own too, stopped ones as well
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -339,6 +345,10 @@ class WorkerSession:
             header[key] = encoder.encode(value)
         return protocol.pack_frame(header, encoder.blobs)
 
+    def awake(self) -> contextlib.AbstractContextManager[None]:
+        """The worker's tree runs for the block, even inside a speed check that stopped it."""
+        return contextlib.nullcontext() if self.freezer is None else self.freezer.running()
+
     def _exchange(self, frame: list[bytes]) -> tuple[dict[str, Any], list[memoryview]]:
         try:
             self._write(frame)
@@ -366,18 +376,23 @@ class WorkerSession:
         :class:`~grading.sealed.protocol.SealedFailure` subclasses and kill the worker.
         """
         frame = self._pack(op, fields, values)
-        return self._result(*self._exchange(frame))
+        with self.awake():
+            reply = self._exchange(frame)
+        return self._result(*reply)
 
     def timed_request(self, op: str, fields: dict[str, Any] | None = None,
                       values: dict[str, Any] | None = None) -> tuple[float, Any]:
         """Like :meth:`request`, also returning the wall-clock seconds measured here from the first
         byte of the request written to the last byte of the reply read (the request is encoded
-        before and the reply decoded after that window). Raises exactly as :meth:`request`.
+        before and the reply decoded after that window; a worker stopped by a speed check is
+        resumed before it opens and stopped again after it closes). Raises exactly as
+        :meth:`request`.
         """
         frame = self._pack(op, fields, values)
-        start = time.perf_counter()
-        reply, blobs = self._exchange(frame)
-        seconds = time.perf_counter() - start
+        with self.awake():
+            start = time.perf_counter()
+            reply, blobs = self._exchange(frame)
+            seconds = time.perf_counter() - start
         return seconds, self._result(reply, blobs)
 
 
@@ -554,7 +569,7 @@ class _Runner:
             namespace = TestNamespace(session, preferred=self.student_names, instructor=self.instructor,
                                       hidden_line=lambda: _running_line(filename) in hidden)
             with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), \
-                    contextlib.redirect_stderr(sink):
+                    contextlib.redirect_stderr(sink), freeze.serving(session.freezer):
                 exec(compile(source, filename, "exec"), namespace)
         except KeyboardInterrupt:
             raise
