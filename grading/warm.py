@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import gc
 import multiprocessing
 import multiprocessing.connection
@@ -33,6 +32,8 @@ import threading
 import traceback
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
+
+from grading.pdeathsig import die_with_parent
 
 T = TypeVar("T")
 
@@ -51,7 +52,7 @@ PRELOAD = (
 # nbformat validates notebooks without format checkers, so nothing graded depends on it.
 UNUSED_OPTIONAL = ("rfc3987_syntax",)
 _SERVER_ENV = "GRADING_WARM_SERVER"  # set while the fork server starts: it skips UNUSED_OPTIONAL too
-_PR_SET_PDEATHSIG = 1
+_IMPORTED_IN = os.getpid()  # in the fork server: its own pid, the parent of every command it forks
 _LOCK = threading.Lock()
 _started = False
 
@@ -113,18 +114,10 @@ def warm_argv(cmd: Sequence[str]) -> list[str] | None:
     return None
 
 
-def _die_with_parent() -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() == 1:  # the fork server was already gone
-            os._exit(signal.SIGKILL + 128)
-
-
 def _become(cwd: str, env: dict[str, str]) -> None:
     """In the fork: a session of its own that dies with the fork server, the caller's cwd and environment."""
     os.setsid()
-    _die_with_parent()
+    die_with_parent(_IMPORTED_IN)  # the fork server, where this module was imported
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(env)

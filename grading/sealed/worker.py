@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import signal
 import sys
 import types
 from collections.abc import Callable
@@ -43,6 +42,7 @@ from typing import Any
 
 from grading.sealed import protocol
 from grading.checksums import call_and_checksum
+from grading.pdeathsig import die_with_parent
 
 #: ``-c`` program used to start the worker; argv: grading root, read fd, write fd.
 BOOTSTRAP = (
@@ -51,7 +51,6 @@ BOOTSTRAP = (
 )
 
 
-PR_SET_PDEATHSIG = 1
 M_TRIM_THRESHOLD = -1  # mallopt parameters (glibc malloc.h)
 M_MMAP_THRESHOLD = -3
 
@@ -206,18 +205,6 @@ def _silence_std_streams() -> None:
     os.close(devnull)
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to kill this process if its parent (checker or sandbox wrapper) goes away."""
-    parent = os.getppid()
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != parent:
-        os._exit(1)
-
-
 def _keep_freed_memory() -> None:
     """Let glibc reuse freed memory instead of returning it to the system after every request.
 
@@ -235,7 +222,7 @@ def _keep_freed_memory() -> None:
 
 def main(rfd: int, wfd: int) -> None:
     """Entry point: serve requests until the checker closes the channel."""
-    _die_with_parent()
+    die_with_parent(os.getppid())  # the checker, or the sandbox's init
     _keep_freed_memory()
     for fd in (rfd, wfd):  # shell escapes (!cmd) must not inherit the channel
         os.set_inheritable(fd, False)
