@@ -30,10 +30,11 @@ import os
 import re
 import secrets
 import signal
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from grading.polling import Poller
 
 log = logging.getLogger(__name__)
 
@@ -267,27 +268,16 @@ def sweep_stale(parent: Path, min_age_seconds: float = STALE_SECONDS) -> list[Pa
     return removed
 
 
-class CgroupGuard:
-    """End the whole cgroup once the OOM killer has struck in it (polled every ``poll_seconds``)."""
+class CgroupGuard(Poller):
+    """End the whole cgroup once the OOM killer has struck in it (checked every ``poll_seconds``)."""
 
     def __init__(self, cgroup: TreeCgroup, poll_seconds: float = 0.05):
+        super().__init__(f"cgroup-guard-{cgroup.dirs[0].name}", poll_seconds)
         self.cgroup = cgroup
-        self.poll_seconds = poll_seconds
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name=f"cgroup-guard-{cgroup.dirs[0].name}", daemon=True)
 
-    def start(self) -> CgroupGuard:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout=5)
-
-    def _watch(self) -> None:
-        while not self._stop.wait(self.poll_seconds):
-            if self.cgroup.read_oom_kills():
-                log.warning("the memory limit of %s ended a process: the whole tree is killed", self.cgroup.dirs[0])
-                self.cgroup.kill()
-                return
+    def check(self) -> bool:
+        if not self.cgroup.read_oom_kills():
+            return False
+        log.warning("the memory limit of %s ended a process: the whole tree is killed", self.cgroup.dirs[0])
+        self.cgroup.kill()
+        return True

@@ -23,7 +23,6 @@ import enum
 import logging
 import os
 import signal
-import threading
 from dataclasses import dataclass
 
 import psutil
@@ -31,6 +30,7 @@ from traitlets import Enum, Float, Integer, Unicode
 from traitlets.config import Configurable
 
 from grading.cgroup import CgroupError, CgroupGuard, CgroupRoot, TreeCgroup, find_root
+from grading.polling import Poller
 
 log = logging.getLogger(__name__)
 
@@ -232,36 +232,25 @@ def kill_tree(root: int) -> None:
                 os.kill(pid, signal.SIGKILL)
 
 
-class TreeWatchdog:
+class TreeWatchdog(Poller):
     """Kill the process tree under ``pid`` when its resident memory passes ``limit_bytes``."""
 
     def __init__(self, pid: int, limit_bytes: int, poll_seconds: float = DEFAULT_POLL_SECONDS):
+        super().__init__(f"memory-watchdog-{pid}", poll_seconds)
         self.root = pid
         self.limit_bytes = limit_bytes
-        self.poll_seconds = poll_seconds
         self.exceeded = False
         self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name=f"memory-watchdog-{pid}", daemon=True)
 
-    def start(self) -> TreeWatchdog:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout=5)
-
-    def _watch(self) -> None:
-        while not self._stop.wait(self.poll_seconds):
-            if not psutil.pid_exists(self.root):
-                return
-            used = tree_rss(self.root)
-            self.peak = max(self.peak, used)
-            if used > self.limit_bytes:
-                self.exceeded = True
-                log.warning("process tree %d holds %d MiB, past the bound of %d MiB per submission: killed",
-                            self.root, used >> 20, self.limit_bytes >> 20)
-                kill_tree(self.root)
-                return
+    def check(self) -> bool:
+        if not psutil.pid_exists(self.root):
+            return True
+        used = tree_rss(self.root)
+        self.peak = max(self.peak, used)
+        if used <= self.limit_bytes:
+            return False
+        self.exceeded = True
+        log.warning("process tree %d holds %d MiB, past the bound of %d MiB per submission: killed",
+                    self.root, used >> 20, self.limit_bytes >> 20)
+        kill_tree(self.root)
+        return True
