@@ -75,9 +75,19 @@ c.TolerantExecute.skip_cells = [
 # The same limits of the sandboxed kernel that runs the notebook (python3-sealed), per process:
 # c.TolerantExecute.memory_bytes = 4 * 1024**3
 # c.TolerantExecute.nproc = 512
-# Resident memory of a submission's processes together (kernel or sealed worker, children included);
-# a watchdog ends the process tree past it, and the grading log says so:
+# A submission's processes together (kernel or sealed worker, children included): memory in bytes and
+# processes plus threads (the kernel runs about ten threads, NumPy's BLAS one per core). 'auto' gives
+# each process tree a cgroup with these limits where the machine lets the grader make one (cgroup v2
+# delegated to the grader's own cgroup or to cgroup_parent, or writable v1 memory and pids
+# hierarchies), else a watchdog sums the tree's resident memory ('watchdog' forces it, 'cgroup'
+# refuses to grade without one; the process limit needs the cgroup). Past a bound the whole tree is
+# ended; the grading output and batch.json name the mechanism in force. poll_seconds: how often the
+# watchdog sums (or the cgroup's out-of-memory count is read).
 # c.SubmissionLimits.memory_bytes = 6 * 1024**3
+# c.SubmissionLimits.pids = 1024
+# c.SubmissionLimits.mechanism = "auto"
+# c.SubmissionLimits.cgroup_parent = ""   # empty: v2 the grader's own cgroup, v1 the hierarchy roots
+# c.SubmissionLimits.poll_seconds = 0.05
 
 # The hidden-test delimiters are nbgrader's own and used everywhere (release, feedback, the kernel's
 # stripped test cells, the sealed re-check's redaction); to change them set only these:

@@ -23,7 +23,8 @@ from traitlets import Float, Integer
 from traitlets.config import Configurable
 
 from grading import run_one, scratch, warm
-from grading.memory_bound import mechanism
+from grading.cgroup import CgroupError
+from grading.memory_bound import MemoryBound
 from grading.ledger import LEDGER_NAME, Ledger
 from grading.results import join_notes, merge_record, read_result, write_student_files
 from grading.run_one import Job, Status, StudentResult
@@ -106,7 +107,7 @@ class BatchOutcome:
     copy_error: str | None = None  # results could not be written out at all
     scratch: Path | None = None  # kept for inspection
     fixed_seconds: float = 0.0  # batch set-up before the first submission could start
-    memory_bound: str = ""  # which memory bound per submission was in force (grading.memory_bound.mechanism)
+    memory_bound: MemoryBound | None = None  # the memory bound per submission in force
     seconds: float = 0.0
     started: float = field(default_factory=time.monotonic)
 
@@ -136,7 +137,7 @@ class Prepared:
     target: Target
     template: bytes
     released: dict[str, dict[str, str]] = field(default_factory=dict)  # notebook -> locked cell checksums
-    memory_bound: str = ""  # grading.memory_bound.mechanism of the course's SubmissionLimits
+    memory_bound: MemoryBound | None = None  # what the course's SubmissionLimits give on this machine
 
 
 def target_gradebook(course_url: str, course_id: str, out: Path, to_course: bool) -> Target:
@@ -177,6 +178,10 @@ def prepare(options: BatchOptions, course: Path, scratch_dir: Path, out: Path) -
     """Check the config and gradebook, build the template, collect submissions (raises UsageError)."""
     config = scratch.load_course_config(course, warm_start=options.warm_start)
     settings = batch_settings(config.batch)
+    try:
+        bound = config.limits().in_force()
+    except CgroupError as exc:
+        raise UsageError(str(exc)) from None
     url, course_id = config.db_url or scratch.gradebook_url(course / "gradebook.db"), config.course_id
     template = scratch_dir / "template"
     definition = None if options.regenerate else read_definition(options, course, url, course_id, template)
@@ -194,7 +199,7 @@ def prepare(options: BatchOptions, course: Path, scratch_dir: Path, out: Path) -
                                       settings.limits())
     target = target_gradebook(url, course_id, out, to_course=options.out is None)
     return Prepared(definition.notebooks, submissions, settings, course_id, target, run_one.pack_tree(template),
-                    definition.released, memory_bound=mechanism(config.memory_bytes))
+                    definition.released, memory_bound=bound)
 
 
 def make_job(sub: Submission, prepared: Prepared, options: BatchOptions, staging: Path,
@@ -376,7 +381,8 @@ def write_batch_record(path: Path, outcome: BatchOutcome, workers: int) -> None:
              "worker": r.worker, "content_hash": r.content_hash, "note": r.note, "tampered": r.tampered,
              "kernel_test_cell_seconds": round(sum(c.seconds or 0.0 for c in r.cell_runs.values()), 3)}
             for r in sorted(outcome.results, key=lambda r: r.student)]
-    record = {"workers": workers, "fixed_seconds": round(outcome.fixed_seconds, 3), "memory_bound": outcome.memory_bound,
+    record = {"workers": workers, "fixed_seconds": round(outcome.fixed_seconds, 3),
+              "memory_bound": None if outcome.memory_bound is None else outcome.memory_bound.record(),
               "seconds": round(time.monotonic() - outcome.started, 3), "submissions": rows}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

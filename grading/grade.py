@@ -150,7 +150,7 @@ def summary(options: BatchOptions, outcome: BatchOutcome) -> str:
         lines.append(f"grades CSV:           {options.export.resolve()}")
     lines.append(f"gradebook:            {outcome.gradebook}")
     if outcome.memory_bound:
-        lines.append(f"memory bound:         {outcome.memory_bound}")
+        lines.append(f"memory bound:         {outcome.memory_bound.describe()}")
     lines.append(f"logs:                 {out / 'grading_logs' / options.assignment}")
     return "\n".join(lines)
 

@@ -21,6 +21,12 @@ run by ``python -m grading.grade``, formgrader's Autograde button, a notebook se
 over ipc without any other configuration.  A client without this package installed does not find
 the kernelspec at all (jupyter_client hides kernelspecs whose provisioner is missing), and the
 launcher refuses a connection file that is not ipc: nothing falls back to TCP.
+
+The provisioner also bounds the kernel's whole process tree (:class:`grading.memory_bound.TreeBound`
+of ``c.SubmissionLimits``): with a cgroup, the launch command is prefixed so that the launcher joins
+its cgroup before it starts the sandbox, and the cgroup goes with the kernel in :meth:`cleanup`;
+otherwise a watchdog follows the launcher's tree.  :attr:`SealedProvisioner.tree` says afterwards
+whether the bound ended the kernel.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from typing import Any, Sequence
 from jupyter_client.provisioning import LocalProvisioner
 from traitlets import Float, Unicode
 
+from grading.memory_bound import SubmissionLimits, TreeBound
 from grading.sandbox import KERNEL_SOCKET_PREFIX, KernelSockets
 
 log = logging.getLogger(__name__)
@@ -148,6 +155,7 @@ class SealedProvisioner(LocalProvisioner):  # type: ignore[misc]
     ).tag(config=True)
 
     sockets: KernelSockets | None = None
+    tree: TreeBound | None = None  # the bound on the kernel's process tree (of the last launch)
     _linker: threading.Thread | None = None
     _stop_linking: threading.Event | None = None
 
@@ -160,12 +168,19 @@ class SealedProvisioner(LocalProvisioner):  # type: ignore[misc]
         km.transport = "ipc"
         km.cache_ports = False
         km.ip = self.sockets.grader_prefix
-        return await super().pre_launch(**kwargs)
+        kwargs = await super().pre_launch(**kwargs)
+        if self.tree is not None:
+            self.tree.close()
+        self.tree = SubmissionLimits(parent=self).in_force().tree()
+        kwargs["cmd"] = [*self.tree.prefix(), *kwargs["cmd"]]
+        return kwargs
 
     async def post_launch(self, **kwargs: Any) -> None:
         """Start linking the kernel's sockets into the grader's directory as the kernel binds them."""
         await super().post_launch(**kwargs)
         assert self.sockets is not None
+        if self.tree is not None and self.process is not None:
+            self.tree.started(self.process.pid)
         self._stop_linking = threading.Event()
         self._linker = threading.Thread(
             target=link_sockets,
@@ -179,6 +194,8 @@ class SealedProvisioner(LocalProvisioner):  # type: ignore[misc]
     async def cleanup(self, restart: bool = False) -> None:
         """Remove the socket directory; on a restart, empty it for the next launch instead."""
         await super().cleanup(restart=restart)
+        if self.tree is not None:
+            self.tree.close()  # kills what is left of the kernel's tree, removes its cgroup
         if self._stop_linking is not None and self._linker is not None:
             self._stop_linking.set()
             self._linker.join()

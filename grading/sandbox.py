@@ -31,10 +31,10 @@ namespace), so when the grader runs as root the sandboxed command is started
 without a user namespace and switched by ``setpriv`` to a fresh unprivileged
 uid (``SANDBOX_UID_BASE`` onwards) with no capabilities; its work directory
 is handed to that uid.  Memory is limited per process here (``RLIMIT_AS``);
-the whole process tree of a submission is bounded by the watchdog of
-:mod:`grading.memory_bound` (the kernel's launcher below and the sealed
-checker run it), since a cgroup per sandbox needs a writable cgroup hierarchy
-(deployment specific) and is not used.
+the whole process tree of a submission is bounded by :mod:`grading.memory_bound`
+(a cgroup per tree where the machine has one, else a watchdog), which the
+kernel's provisioner and the sealed checker apply around this sandbox: the
+cgroup is joined before bubblewrap starts.
 
 Run as a script, this module is the launcher of the ``python3-sealed``
 kernel::
@@ -573,14 +573,12 @@ def kernel_command(
 #: Options the kernel's launcher takes from the end of its command line (where nbclient appends
 #: ``Execute.extra_arguments``), so the kernel's limits can be set from ``nbgrader_config.py``
 #: (``TolerantExecute.memory_bytes`` and ``.nproc``) without rewriting the kernelspec.
-KERNEL_LIMIT_OPTIONS = {"--sandbox-memory-bytes": "memory_bytes", "--sandbox-nproc": "nproc",
-                        "--sandbox-tree-memory-bytes": "tree_memory_bytes"}
+KERNEL_LIMIT_OPTIONS = {"--sandbox-memory-bytes": "memory_bytes", "--sandbox-nproc": "nproc"}
 
 
-def kernel_limit_arguments(*, memory_bytes: int | None = None, nproc: int | None = None,
-                           tree_memory_bytes: int | None = None) -> list[str]:
+def kernel_limit_arguments(*, memory_bytes: int | None = None, nproc: int | None = None) -> list[str]:
     """Extra kernel arguments that set the sandboxed kernel's limits (see :data:`KERNEL_LIMIT_OPTIONS`)."""
-    values = {"memory_bytes": memory_bytes, "nproc": nproc, "tree_memory_bytes": tree_memory_bytes}
+    values = {"memory_bytes": memory_bytes, "nproc": nproc}
     return [f"{flag}={values[name]}" for flag, name in KERNEL_LIMIT_OPTIONS.items() if values[name] is not None]
 
 
@@ -594,7 +592,6 @@ def _parse_kernel_args(argv: Sequence[str]) -> argparse.Namespace:
     kernel.add_argument("kernel_args", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     args.nproc = DEFAULT_NPROC
-    args.tree_memory_bytes = None
     passed_on = []
     for arg in args.kernel_args:
         flag, sep, value = arg.partition("=")
@@ -626,20 +623,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
     os.close(devnull)
-    if args.tree_memory_bytes is None:
-        os.execvp(command[0], command)
-    # Bound the kernel's whole process tree: stay as its parent and watch it (grading.memory_bound).
-    if str(grading_package_dir().parent) not in sys.path:
-        sys.path.insert(0, str(grading_package_dir().parent))  # run as a script: grading/ is sys.path[0]
-    from grading.memory_bound import TreeWatchdog
-
-    proc = subprocess.Popen(command)
-    watchdog = TreeWatchdog(proc.pid, args.tree_memory_bytes).start()
-    code = proc.wait()
-    watchdog.stop()
-    if watchdog.exceeded:
-        print(f"grading.sandbox: {watchdog.describe()}", file=sys.stderr)
-    return code if code >= 0 else 128 - code
+    os.execvp(command[0], command)
+    return 1  # not reached
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Sequence
 
 from grading import sandbox, warm
-from grading.memory_bound import DEFAULT_SUBMISSION_MEMORY_BYTES
+from grading.memory_bound import SubmissionLimits
 from grading.results import copy_assignment_definition, locked_checksums
 from grading.submissions import UsageError, copy_tree
 
@@ -147,10 +147,11 @@ try:
     settings = {name: getattr(batch, name) for name in batch.class_trait_names(config=True)}
     from grading.memory_bound import SubmissionLimits
 
+    limits = SubmissionLimits(config=config)
     coursedir = CourseDirectory(config=config)
     print(json.dumps({"preprocessors": None if raw is None else names, "unimportable": unimportable,
                       "batch": settings, "course_id": coursedir.course_id, "db_url": coursedir.db_url,
-                      "memory_bytes": SubmissionLimits(config=config).memory_bytes}))
+                      "submission_limits": {name: getattr(limits, name) for name in limits.class_trait_names(config=True)}}))
 except BaseException:
     print(json.dumps({"error": traceback.format_exc(limit=-3)}))
 """
@@ -164,7 +165,16 @@ class CourseConfig:
     batch: dict[str, object] = field(default_factory=dict)  # GradeBatch settings (limits, workers)
     course_id: str = ""
     db_url: str = ""  # CourseDirectory.db_url: the course gradebook
-    memory_bytes: int | None = DEFAULT_SUBMISSION_MEMORY_BYTES  # SubmissionLimits.memory_bytes (None: unbounded)
+    submission_limits: dict[str, object] = field(default_factory=dict)  # SubmissionLimits settings
+
+    def limits(self) -> SubmissionLimits:
+        """The course's limits per submission (memory, processes, the mechanism enforcing them)."""
+        return SubmissionLimits(**self.submission_limits)
+
+    @property
+    def memory_bytes(self) -> int | None:
+        """``SubmissionLimits.memory_bytes`` of the course (None: unbounded)."""
+        return self.limits().memory_bytes
 
 
 PROBE_TIMEOUT = 300.0
@@ -230,10 +240,9 @@ def load_course_config(course: Path, warm_start: bool = False) -> CourseConfig:
                          f"{', '.join(missing)}; refusing to grade without them")
     if report.get("unimportable"):
         raise UsageError("autograde preprocessors that cannot be imported: " + "; ".join(report["unimportable"]))
-    memory = report.get("memory_bytes", DEFAULT_SUBMISSION_MEMORY_BYTES)
     return CourseConfig(preprocessors=list(preprocessors), batch=dict(report.get("batch") or {}),
                         course_id=str(report.get("course_id") or ""), db_url=str(report.get("db_url") or ""),
-                        memory_bytes=None if memory is None else int(memory))
+                        submission_limits=dict(report.get("submission_limits") or {}))
 
 
 def check_course_config(course: Path) -> list[str]:

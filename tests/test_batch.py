@@ -26,7 +26,7 @@ import pytest
 
 from grading import grade, scratch, warm
 from grading.batch import grade_all
-from grading.memory_bound import DEFAULT_SUBMISSION_MEMORY_BYTES, mechanism
+from grading.memory_bound import DEFAULT_SUBMISSION_MEMORY_BYTES, SubmissionLimits
 from grading.run_one import Job, Status, StudentResult
 from support import PYTHON, REPO, bwrap_usable, pgserver
 from support.courses import nbgrader_meta, run_grade, write_course, write_dummy_class
@@ -115,9 +115,11 @@ def test_both_batches_grade_everyone(graded_twice: dict[str, Any]) -> None:
         assert run["proc"].returncode == 0, run["proc"].stdout + run["proc"].stderr
         assert sorted(run["fields"]) == sorted([*CLASS, "gutted"]), workers
         # the summary says which memory bound per submission was in force (the course sets none: the default)
-        want = f"memory bound:         {mechanism(DEFAULT_SUBMISSION_MEMORY_BYTES)}"
+        bound = SubmissionLimits().in_force()
+        assert bound.memory_bytes == DEFAULT_SUBMISSION_MEMORY_BYTES, bound
+        want = f"memory bound:         {bound.describe()}"
         assert want in run["proc"].stdout, f"expected {want!r} in the summary, got:\n{run['proc'].stdout[-2000:]}"
-        assert run["record"]["memory_bound"] == mechanism(DEFAULT_SUBMISSION_MEMORY_BYTES), run["record"]
+        assert run["record"]["memory_bound"] == bound.record(), run["record"]
 
 
 @pytest.mark.slow

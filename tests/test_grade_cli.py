@@ -209,17 +209,34 @@ def test_batch_limits_come_from_the_course_configuration(tmp_path: Path) -> None
 @pytest.mark.parametrize(("setting", "want"), [("", 6 * 1024**3), ("2 * 1024**3", 2 * 1024**3), ("None", None)],
                          ids=["default", "two-gib", "unbounded"])
 def test_the_summary_says_which_memory_bound_was_in_force(tmp_path: Path, setting: str, want: int | None) -> None:
-    """Does the grading output name the memory bound per submission the course configured?"""
-    from grading.memory_bound import mechanism
+    """Does the grading output name the memory bound per submission the course configured, and the
+    mechanism that enforces it (the watchdog here: the course asks for it)?"""
+    from grading.memory_bound import Mechanism
 
-    course = course_with_config(tmp_path, f"\nc.SubmissionLimits.memory_bytes = {setting}\n" if setting else "")
-    loaded = grade.load_course_config(course).memory_bytes
-    assert loaded == want, f"expected SubmissionLimits.memory_bytes {want}, got {loaded}"
-    outcome = grade.BatchOutcome([], tmp_path / "out", memory_bound=mechanism(loaded))
+    settings = f"\nc.SubmissionLimits.memory_bytes = {setting}\n" if setting else ""
+    course = course_with_config(tmp_path, settings + "\nc.SubmissionLimits.mechanism = 'watchdog'\n")
+    config = grade.load_course_config(course)
+    assert config.memory_bytes == want, f"expected SubmissionLimits.memory_bytes {want}, got {config.memory_bytes}"
+    bound = config.limits().in_force()
+    assert bound.mechanism is (Mechanism.NONE if want is None else Mechanism.WATCHDOG), bound
+    outcome = grade.BatchOutcome([], tmp_path / "out", memory_bound=bound)
     options = grade.BatchOptions(course=course, assignment="a1", submissions=[])
     line = next((line for line in grade.summary(options, outcome).splitlines() if line.startswith("memory bound:")), None)
     expected = "not bounded" if want is None else f"{want / 1024**3:.2f} GiB, enforced by a watchdog"
     assert line is not None and expected in line, f"expected a 'memory bound:' line with {expected!r}, got {line!r}"
+
+
+def test_the_course_chooses_the_mechanism_and_a_missing_cgroup_is_refused(tmp_path: Path) -> None:
+    """Do SubmissionLimits.pids, .mechanism and .cgroup_parent reach the grader from the course
+    configuration, and does a course that demands a cgroup the machine lacks get refused?"""
+    from grading.cgroup import CgroupError
+
+    course = course_with_config(tmp_path, "\nc.SubmissionLimits.pids = 77\nc.SubmissionLimits.mechanism = 'cgroup'\n"
+                                "c.SubmissionLimits.cgroup_parent = '/no/such/parent'\n")
+    limits = grade.load_course_config(course).limits()
+    assert (limits.pids, limits.mechanism, limits.cgroup_parent) == (77, "cgroup", "/no/such/parent"), limits
+    with pytest.raises(CgroupError, match="no usable cgroup"):
+        limits.in_force()
 
 
 def test_the_warm_and_the_cold_configuration_probe_agree(tmp_path: Path) -> None:

@@ -1,8 +1,11 @@
-"""The memory bound per submission: a watchdog sums the resident memory of a submission's process
-tree (kernel or sealed worker, children included) and ends the tree past the bound."""
+"""The memory bound per submission: a cgroup per process tree (kernel or sealed worker, children
+included) with a memory and a process limit where the machine has one, else a watchdog that sums the
+resident memory of the tree; either ends the tree past the bound.  The tests of a mechanism that this
+machine cannot provide are skipped."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -10,14 +13,41 @@ import time
 from pathlib import Path
 
 import nbformat
+import psutil
 import pytest
 
-from grading import grade
-from grading.memory_bound import TreeWatchdog, mechanism, tree_rss
+from grading import grade, sandbox
+from grading.cgroup import NAME_PREFIX, find_root
+from grading.memory_bound import Mechanism, SubmissionLimits, TreeWatchdog, tree_rss
 from grading.sealed import VerdictStatus, run_sealed
+from support import bwrap_usable
 from support.courses import notebook_of, run_grade, small_course
 
 MiB = 1024**2
+MECHANISMS = [pytest.param("cgroup", marks=pytest.mark.skipif(
+                  find_root() is None, reason="no usable cgroup here (cgroup v2 with memory and pids delegated, "
+                  "or writable cgroup v1 memory and pids hierarchies)")),
+              "watchdog"]
+needs_cgroup = MECHANISMS[0].marks[0]
+
+
+def our_cgroups() -> set[Path]:
+    """The cgroups named like the grader's under the default parent (empty without one)."""
+    root = find_root()
+    return set() if root is None else {p for parent in root.parents for p in parent.glob(f"{NAME_PREFIX}*")}
+
+
+def alive(pids: set[int]) -> set[int]:
+    """Those of ``pids`` still running (zombies count as gone)."""
+    running = set()
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state != "Z":
+            running.add(pid)
+    return running
 
 FORK_AND_ALLOCATE = """\
 import os
@@ -55,31 +85,118 @@ def test_tree_memory_counts_every_process_and_the_watchdog_ends_the_tree():
     assert tree_rss(proc.pid) == 0
 
 
-def test_sealed_worker_past_the_bound_fails_only_the_cells_that_need_its_code(tmp_path: Path):
+@pytest.mark.parametrize("how", MECHANISMS)
+def test_sealed_worker_past_the_bound_fails_only_the_cells_that_need_its_code(tmp_path: Path, how: str):
     """Does a student cell that forks children past the bound get skipped in the sealed re-check
     (the worker is ended and restarted without it), with the reason in the verdict, while code in
-    other cells still passes?"""
+    other cells still passes, under either mechanism?"""
+    bound = SubmissionLimits(memory_bytes=300 * MiB, mechanism=how).in_force()
+    assert bound.mechanism.is_cgroup == (how == "cgroup"), bound
+    before = our_cgroups()
     nb = notebook_of(
         ("answer", "def f():\n    return 1"),
         ("answer", FORK_AND_ALLOCATE.format(children=6, mib=100) + "\ndef g():\n    return 2"),
         ("test", "assert f() == 1"),
         ("test", "assert g() == 2"),
     )
-    verdicts = run_sealed(nb, student_names=["f", "g"], memory_bound=300 * MiB, workdir=str(tmp_path))
+    verdicts = run_sealed(nb, student_names=["f", "g"], memory_bound=bound, workdir=str(tmp_path))
     assert verdicts["t1"].status is VerdictStatus.PASSED, verdicts["t1"]
     assert verdicts["t2"].status is VerdictStatus.FAILED and verdicts["t2"].ename == "NameError", verdicts["t2"]
-    assert "memory" in mechanism(300 * MiB) and "watchdog" in mechanism(300 * MiB)
+    assert our_cgroups() <= before, f"cgroups left behind: {sorted(our_cgroups() - before)}"
+
+
+FORK_BOMB = """\
+import os, time
+for _ in range(100_000):
+    try:
+        os.fork()            # parent and child both go on forking
+    except OSError:
+        time.sleep(60)       # refused: hold the slot
+"""
+
+
+@needs_cgroup
+def test_the_process_limit_stops_a_fork_bomb_in_the_sandbox(tmp_path: Path):
+    """Does the cgroup's process limit (32, far below the sandbox's RLIMIT_NPROC of 512) refuse the
+    forks of a fork bomb in the real sandbox, and does teardown end every process and remove the
+    cgroup?"""
+    limit = 32
+    tree = SubmissionLimits(memory_bytes=512 * MiB, pids=limit, mechanism="cgroup").in_force().tree()
+    prefix = sandbox.sandbox_prefix(tmp_path) if bwrap_usable() else []
+    proc = subprocess.Popen([*tree.prefix(), *prefix, sys.executable, "-c", FORK_BOMB], start_new_session=True)
+    tree.started(proc.pid)
+    assert tree.cgroup is not None
+    seen: set[int] = set()
+    try:
+        deadline = time.monotonic() + 60
+        while tree.cgroup.read_pids_refused() == 0 and time.monotonic() < deadline:
+            seen |= tree.cgroup.pids()
+            time.sleep(0.05)
+        seen |= tree.cgroup.pids()
+        assert tree.cgroup.read_pids_refused() > 0, "the fork bomb was never refused a fork by the cgroup"
+        assert len(seen) <= limit + 8, f"expected at most {limit} processes at once, saw {len(seen)} over the run"
+    finally:
+        tree.close()
+        proc.wait(timeout=10)
+    assert not any(d.exists() for d in tree.cgroup.dirs), tree.cgroup.dirs
+    assert not alive(seen), f"still running after teardown: {sorted(alive(seen))}"
+
+
+ESCAPING_TREE = """\
+import os, signal, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+for _ in range(3):
+    if os.fork() == 0:
+        time.sleep(120)
+        os._exit(0)
+if os.fork() == 0:           # a daemon: a new session, re-parented away from the tree
+    os.setsid()
+    if os.fork() == 0:
+        time.sleep(120)
+    os._exit(0)
+print(os.getpid(), flush=True)
+time.sleep(120)
+"""
+
+
+@needs_cgroup
+def test_teardown_leaves_no_cgroup_and_no_process(tmp_path: Path):
+    """Does closing a tree's bound kill every process in its cgroup (a daemon that left the process
+    group and the tree, and processes that ignore SIGTERM, included) and remove the cgroup?"""
+    tree = SubmissionLimits(mechanism="cgroup").in_force().tree()
+    proc = subprocess.Popen([*tree.prefix(), sys.executable, "-c", ESCAPING_TREE], stdout=subprocess.PIPE, text=True)
+    tree.started(proc.pid)
+    assert tree.cgroup is not None
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == str(proc.pid)
+        deadline = time.monotonic() + 30
+        while True:
+            inside = tree.cgroup.pids()
+            escaped = inside - {proc.pid, *(p.pid for p in psutil.Process(proc.pid).children(recursive=True))}
+            if (len(inside) >= 5 and escaped) or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert len(inside) >= 5, f"expected the root, 3 children and the daemon in the cgroup, got {sorted(inside)}"
+        assert escaped, "the daemon did not leave the tree (the test proves nothing)"
+    finally:
+        tree.close()
+        proc.wait(timeout=10)
+    assert not any(d.exists() for d in tree.cgroup.dirs), f"cgroup left behind: {tree.cgroup.dirs}"
+    assert not alive(inside), f"still running after teardown: {sorted(alive(inside))}"
 
 
 @pytest.mark.slow
 @pytest.mark.needs_bwrap
-def test_twenty_children_past_the_bound_cost_only_their_own_submission(tmp_path: Path):
+@pytest.mark.parametrize("how", MECHANISMS)
+def test_twenty_children_past_the_bound_cost_only_their_own_submission(tmp_path: Path, how: str):
     """With a 1 GiB bound per submission, does a submission that forks 20 children of 300 MiB each
-    lose only its own point, while the next student is graded with full marks and the grading log
-    says which mechanism bounded the memory?"""
+    lose only its own point, while the next student is graded with full marks, the grading output and
+    batch.json say which mechanism bounded the memory, and no cgroup is left behind?"""
     course = small_course(tmp_path / "course")
     with open(course / "nbgrader_config.py", "a", encoding="utf-8") as f:
-        f.write("\nc.SubmissionLimits.memory_bytes = 1024**3\n")
+        f.write(f"\nc.SubmissionLimits.memory_bytes = 1024**3\nc.SubmissionLimits.mechanism = {how!r}\n")
+    bound = SubmissionLimits(memory_bytes=1024**3, mechanism=how).in_force()
+    before = our_cgroups()
     release = nbformat.read(course / "release" / "a1" / "nb.ipynb", as_version=4)
     subs = tmp_path / "subs"
     answers = {"forker": FORK_AND_ALLOCATE.format(children=20, mib=300) + "\ndef add(a, b):\n    return a + b",
@@ -103,6 +220,12 @@ def test_twenty_children_past_the_bound_cost_only_their_own_submission(tmp_path:
     graded = nbformat.read(out / "autograded" / "forker" / "a1" / "nb.ipynb", as_version=4)
     died = [o for o in graded.cells[1].outputs if o.get("output_type") == "error"]
     assert died and died[0].ename == "DeadKernelError", graded.cells[1].outputs  # ended, not timed out
+    assert "the bound per submission" in died[0].evalue, died[0].evalue  # the reason, not just "died"
     logs = "".join(p.read_text(errors="replace") for p in out.rglob("*.log"))
-    assert "enforced by a watchdog" in logs + result.stdout + result.stderr, (logs + result.stdout)[-3000:]
+    assert f"Kernel: {bound.describe()}" in logs, logs[-3000:]
+    assert f"memory bound:         {bound.describe()}" in result.stdout, result.stdout[-3000:]
+    record = json.loads((out / "grading_logs" / "a1" / "batch.json").read_text())["memory_bound"]
+    assert bound.mechanism.is_cgroup == (how == "cgroup"), bound
+    assert Mechanism(record["mechanism"]) is bound.mechanism and record["memory_bytes"] == 1024**3, record
+    assert our_cgroups() <= before, f"cgroups left behind: {sorted(our_cgroups() - before)}"
     assert seconds < 600, f"grading took {seconds:.0f} s"

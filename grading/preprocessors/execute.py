@@ -10,7 +10,7 @@ from nbformat.notebooknode import NotebookNode
 from nbgrader.preprocessors import Execute
 from traitlets import Bool, Integer, List, Unicode
 
-from grading.memory_bound import SubmissionLimits, mechanism
+from grading.memory_bound import SubmissionLimits
 from grading.notebook import cell_role, grade_id
 from grading.preprocessors.files import notebook_dir, notebooks_hidden, remove_special_files
 from grading.preprocessors.outputs import (
@@ -99,9 +99,9 @@ class TolerantExecute(Execute):
         self._reset_budget()
         workdir = notebook_dir(resources or {})
         if self.kernel_name == SEALED_KERNEL_NAME:
-            bound = SubmissionLimits(config=self.config).memory_bytes
-            self.log.info("Kernel: %s", mechanism(bound))
-            limits = kernel_limit_arguments(memory_bytes=self.memory_bytes, nproc=self.nproc, tree_memory_bytes=bound)
+            # The kernel's provisioner (grading.kernel_provisioner) applies the bound per submission.
+            self.log.info("Kernel: %s", SubmissionLimits(config=self.config).in_force().describe())
+            limits = kernel_limit_arguments(memory_bytes=self.memory_bytes, nproc=self.nproc)
             self.extra_arguments = [*self.extra_arguments, *(a for a in limits if a not in self.extra_arguments)]
         try:
             with notebooks_hidden(workdir if self.hide_notebooks else None):
@@ -132,7 +132,11 @@ class TolerantExecute(Execute):
         except DeadKernelError:
             self.log.error("Kernel died in cell %d; later cells are marked as not run", index)
             self._dead_at = index
-            cell.outputs.append(error_output("DeadKernelError", KERNEL_DIED))
+            tree = getattr(getattr(getattr(self, "km", None), "provisioner", None), "tree", None)
+            ended = tree is not None and tree.exceeded
+            if ended:
+                self.log.error("The kernel was ended by the memory bound per submission")
+            cell.outputs.append(error_output("DeadKernelError", tree.describe() if ended else KERNEL_DIED))
             return cell, self.resources
         except CellTimeoutError:
             # nbclient interrupted the kernel at the time limit and then got no output within

@@ -15,7 +15,7 @@ from traitlets import Bool, Float, Integer, List, Unicode
 
 from grading import sandbox as sandboxing
 from grading.hidden_region import FULL_TEST_SOURCES, HiddenRegion, restore_test_cells
-from grading.memory_bound import SubmissionLimits, mechanism
+from grading.memory_bound import SubmissionLimits
 from grading.notebook import cell_role, grade_id
 from grading.preprocessors.files import copy_data_files, notebook_dir
 from grading.preprocessors.outputs import clip, error_output, text_of
@@ -146,8 +146,8 @@ class SealedVerdict(NbGraderPreprocessor):
             self.log.info("Execution disabled (--no-execute): no sealed re-check, the saved outputs are graded")
             return nb, resources
         source_dir = notebook_dir(resources)
-        bound = SubmissionLimits(config=self.config).memory_bytes
-        self.log.info("Sealed worker: %s", mechanism(bound))
+        bound = SubmissionLimits(config=self.config).in_force()
+        self.log.info("Sealed worker: %s", bound.describe())
         with tempfile.TemporaryDirectory(prefix="sealed-work-") as tmp:
             # The worker gets a copy of the data files, never the notebooks (hidden tests).
             workdir = Path(tmp)

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from grading.hidden_region import DEFAULT_REGION, HiddenRegion
-from grading.memory_bound import TreeWatchdog, kill_tree
+from grading.memory_bound import MemoryBound, TreeBound, kill_tree
 from grading.sandbox import sandbox_env
 from grading.notebook import (cell_source, cells_with_role, execution_plan, student_code_cells, test_cells,
                               test_grade_id)
@@ -129,11 +129,10 @@ class WorkerSession:
     """One worker process plus the request/response channel to it."""
 
     def __init__(self, prefix: Sequence[str], python: str, workdir: Path,
-                 max_frame_bytes: int = protocol.MAX_FRAME_BYTES, memory_bound: int | None = None):
+                 max_frame_bytes: int = protocol.MAX_FRAME_BYTES, memory_bound: MemoryBound | None = None):
         self.prefix = list(prefix)
         self.max_frame_bytes = max_frame_bytes
-        self.memory_bound = memory_bound
-        self.watchdog: TreeWatchdog | None = None
+        self.tree: TreeBound | None = None if memory_bound is None else memory_bound.tree()
         self.freezer: freeze.TreeFreezer | None = None
         self.python = python
         self.workdir = workdir
@@ -158,8 +157,9 @@ class WorkerSession:
         self._stderr = tempfile.TemporaryFile()
         self._tmp = tempfile.TemporaryDirectory(prefix="sealed-tmp-", ignore_cleanup_errors=True)
         try:
+            join = [] if self.tree is None else self.tree.prefix()  # its own cgroup, joined before the sandbox
             self.proc = subprocess.Popen(
-                worker_command(self.prefix, self.python, c2w_r, w2c_w),
+                [*join, *worker_command(self.prefix, self.python, c2w_r, w2c_w)],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._stderr,
                 pass_fds=(c2w_r, w2c_w), cwd=self.workdir, env=worker_env(self.workdir, Path(self._tmp.name)),
                 start_new_session=True)
@@ -171,8 +171,8 @@ class WorkerSession:
         os.close(c2w_r)
         os.close(w2c_w)
         self.freezer = freeze.TreeFreezer(self.proc.pid)
-        if self.memory_bound is not None:
-            self.watchdog = TreeWatchdog(self.proc.pid, self.memory_bound).start()
+        if self.tree is not None:
+            self.tree.started(self.proc.pid)
         self.wfd, self.rfd = c2w_w, w2c_r
         self.channel = protocol.FrameChannel(self.rfd, self.wfd, wait=self._wait,
                                              max_frame_bytes=self.max_frame_bytes)
@@ -198,9 +198,7 @@ class WorkerSession:
         return self.proc is not None and self.proc.poll() is None and self.failure is None
 
     def kill(self) -> None:
-        """Kill the worker's whole process group and release the channel."""
-        if self.watchdog is not None:
-            self.watchdog.stop()
+        """Kill the worker's whole process group (and its cgroup) and release the channel."""
         if self.freezer is not None:
             self.freezer.forget()
         if self.proc is not None:
@@ -210,6 +208,8 @@ class WorkerSession:
                 os.killpg(self.proc.pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=5)
+        if self.tree is not None:
+            self.tree.close()
         for fd in (self.wfd, self.rfd):
             if fd >= 0:
                 with contextlib.suppress(OSError):
@@ -277,8 +277,8 @@ class WorkerSession:
         return WorkerTimeout(f"the code under test timed out after {self.budget:g} s")
 
     def _crashed(self) -> WorkerCrashed:
-        if self.watchdog is not None and self.watchdog.exceeded:
-            return WorkerCrashed(self.watchdog.describe())
+        if self.tree is not None and self.tree.exceeded:
+            return WorkerCrashed(self.tree.describe())
         return WorkerCrashed("the code under test crashed the process")
 
     def _wait(self, fd: int, event: int) -> None:
@@ -475,7 +475,7 @@ class _Runner:
     def __init__(self, nb: Mapping[str, Any], student_names: Sequence[str], setup_grade_ids: Sequence[str],
                  worker_prefix: Sequence[str], cell_timeout: float, startup_timeout: float,
                  python: str, workdir: Path, region: HiddenRegion = DEFAULT_REGION,
-                 max_result_bytes: int = protocol.MAX_FRAME_BYTES, memory_bound: int | None = None):
+                 max_result_bytes: int = protocol.MAX_FRAME_BYTES, memory_bound: MemoryBound | None = None):
         self.nb = nb
         self.memory_bound = memory_bound
         self.region = region
@@ -596,7 +596,7 @@ def run_sealed(nb: Mapping[str, Any], *, student_names: Sequence[str],
                python: str = sys.executable, workdir: str | None = None,
                region: HiddenRegion = DEFAULT_REGION,
                max_result_bytes: int = protocol.MAX_FRAME_BYTES,
-               memory_bound: int | None = None) -> dict[str, Verdict]:
+               memory_bound: MemoryBound | None = None) -> dict[str, Verdict]:
     """Re-check an autograded notebook with student code sealed in a worker process.
 
     ``nb`` is the notebook as restored by nbgrader (test cells hold the instructor's code). Student
@@ -612,8 +612,9 @@ def run_sealed(nb: Mapping[str, Any], *, student_names: Sequence[str],
     cells. ``workdir`` is the worker's scratch working directory (a temporary one if ``None``).
     ``region`` holds the hidden-test delimiters: a failing line inside them is never quoted.
     ``max_result_bytes`` bounds one reply of the worker (a larger one fails that test cell).
-    ``memory_bound`` bounds the resident memory of the worker's whole process tree (see
-    :mod:`grading.memory_bound`; ``None``: per-process limits only).
+    ``memory_bound`` bounds the memory (and, in a cgroup, the processes) of the worker's whole
+    process tree (:meth:`grading.memory_bound.SubmissionLimits.in_force`; ``None``: per-process
+    limits only).
 
     Returns one :class:`Verdict` per test cell, keyed by ``grade_id``.
     """
