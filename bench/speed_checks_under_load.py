@@ -10,7 +10,9 @@ returns is recorded, so passing runs show their margin too.
 
 The busy processes end by themselves after ``--max-seconds`` and are killed when the run ends::
 
-    python bench/speed_checks_under_load.py --busy 6 --rounds 10
+    PYTHONPATH=tests .venv/bin/python -m bench.speed_checks_under_load --busy 6 --rounds 10
+
+(from the repository root; ``tests/`` on the path for the loop solution in ``fixtures``).
 """
 
 from __future__ import annotations
@@ -28,14 +30,12 @@ from typing import Any
 
 import nbformat
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-import grading.timing  # noqa: E402
-from grading import notebook  # noqa: E402
-from grading.sealed import run_sealed  # noqa: E402
+import grading.timing
+from grading import notebook
+from grading.sealed import run_sealed
 
-from bench.reference import SOURCE_NB  # noqa: E402
+from bench.reference import SOURCE_NB
 
 SPIN = "import time\nend = time.monotonic() + {seconds}\nwhile time.monotonic() < end:\n    pass\n"
 

@@ -325,8 +325,20 @@ def test_a_killed_batch_resumes_with_nothing_lost_or_graded_twice(graded_twice: 
         for child in autograde_of(first):
             child.kill()  # the grading process dies mid-submission
         wait_for(lambda: sum(row[1] for row in ledger_rows(ledger)) >= 2, 600, "two merged results")
+        started = psutil.Process(proc.pid).children(recursive=True)  # nbgrader, kernels, sealed workers
+        assert started, "the grading command had no processes running when it was killed"
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=60)
+        # Nothing the killed command started may outlive it: not its fork server, not a kernel in
+        # another session or in the sandbox's pid namespace, not a sealed worker.
+        def alive(p: psutil.Process) -> bool:
+            try:
+                return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+            except psutil.NoSuchProcess:
+                return False
+
+        wait_for(lambda: not [p for p in started if alive(p)], 60,
+                 "every process of the killed grading command to end")
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
