@@ -605,6 +605,14 @@ def _parse_kernel_args(argv: Sequence[str]) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the kernel launcher: replaces itself with the sandboxed kernel."""
+    # bwrap's --die-with-parent ends the sandbox with bwrap, not bwrap with the process that
+    # started the kernel: without this, a kernel outlives an nbgrader that exits or is killed
+    # without shutting it down (a restarted kernel, a SIGKILL). The request survives the exec.
+    if str(grading_package_dir().parent) not in sys.path:
+        sys.path.insert(0, str(grading_package_dir().parent))  # run as a script: grading/ is sys.path[0]
+    from grading.pdeathsig import die_with_parent
+
+    die_with_parent(os.getppid())
     args = _parse_kernel_args(sys.argv[1:] if argv is None else argv)
     if not bwrap_available():
         print("grading.sandbox: bubblewrap is not usable here; refusing to run unsandboxed", file=sys.stderr)

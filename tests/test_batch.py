@@ -285,6 +285,19 @@ def ledger_rows(path: Path) -> list[tuple[str, int, str]]:
         return db.execute("SELECT student, merged, result FROM graded ORDER BY student").fetchall()
 
 
+def leftover_kernels() -> list[str]:
+    """Command lines of this checkout's kernels still running in a scratch course of a batch
+    (a kernel whose nbgrader is gone: killed, or exited after a kernel restart)."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        line = " ".join(proc.info["cmdline"] or [])
+        if "ipykernel_launcher" in line and "nbgrader-sealed-" in line and str(REPO) in line:
+            found.append(line)
+    return found
+
+
 def wait_for(condition, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -339,6 +352,7 @@ def test_a_killed_batch_resumes_with_nothing_lost_or_graded_twice(graded_twice: 
 
         wait_for(lambda: not [p for p in started if alive(p)], 60,
                  "every process of the killed grading command to end")
+        wait_for(lambda: not leftover_kernels(), 60, "no kernel of the killed grading command left running")
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -347,6 +361,7 @@ def test_a_killed_batch_resumes_with_nothing_lost_or_graded_twice(graded_twice: 
     assert 2 <= len(before) < len(CLASS) + 1, sorted(before)
     assert before[first]["attempts"] == 2 and before[first]["status"] == "graded", before[first]
     again = subprocess.run(cmd, cwd=REPO, env=grade.nbgrader_env(), capture_output=True, text=True, timeout=900)
+    wait_for(lambda: not leftover_kernels(), 60, "no kernel of the grading commands left running")
     assert again.returncode == 0, again.stdout + again.stderr
     record = {r["student"]: r for r in json.loads((out / "grading_logs" / "a1" / "batch.json").read_text())["submissions"]}
     merged_before = {s for s, r in before.items() if r["status"] == "graded"}
