@@ -93,7 +93,9 @@ def speed_ratio(student_fn: Callable[..., Any], reference_fn: Callable[..., Any]
     is timed once for the student, and three times for the reference (twice just before, once just
     after; the fastest counts: the reference may be called any number of times); the chunk's ratio
     is student time / reference time and the smallest ratio over the chunks is returned, so a noisy
-    moment on a busy machine cannot fail vectorised code.
+    moment on a busy machine cannot fail vectorised code; chunks whose reference was stalled (more
+    than :data:`STALLED_REFERENCE` times the median reference time per call) are left out, so a
+    stall while the reference runs cannot pass slow code (:func:`best_ratio`).
 
     The student function is called exactly ONCE on each argument tuple, nothing is called on it
     before it is timed, and its results are verified from those timed calls (checksums of shape
@@ -129,7 +131,7 @@ def speed_ratio(student_fn: Callable[..., Any], reference_fn: Callable[..., Any]
                          f"got {len(calls)}")
     _check_distinct(calls)
     sealed = isinstance(student_fn, RemoteObject)
-    best = math.inf
+    measured: list[tuple[float, float, int]] = []  # (student seconds, reference seconds, calls)
     with freeze.quiet():
         for part in chunks(len(calls), repeats):
             chunk = calls[part.start:part.stop]
@@ -144,8 +146,23 @@ def speed_ratio(student_fn: Callable[..., Any], reference_fn: Callable[..., Any]
                     seconds = _time_calls(student_fn, chunk, student=True, sums=student_sums)
             reference = min(reference, _time_calls(reference_fn, chunk, student=False))
             _verify(student_sums, reference_sums)
-            best = min(best, seconds / max(reference, 1e-9))
-    return best
+            measured.append((seconds, reference, len(chunk)))
+    return best_ratio(measured)
+
+
+STALLED_REFERENCE = 2.0  # a chunk whose reference took longer than this times the median does not count
+
+
+def best_ratio(measured: Sequence[tuple[float, float, int]]) -> float:
+    """Smallest student / reference ratio over chunks ``(student s, reference s, calls)``, leaving
+    out chunks whose reference took more than :data:`STALLED_REFERENCE` times the median reference
+    time per call: the machine stalled while the reference ran (another process, a stop), and such
+    a chunk would flatter slow code. The student's own slow chunks are left in (the min ignores them)."""
+    per_call = sorted(reference / calls for _, reference, calls in measured)
+    median = per_call[len(per_call) // 2] if len(per_call) % 2 else sum(per_call[len(per_call) // 2 - 1:][:2]) / 2
+    kept = [(seconds, reference) for seconds, reference, calls in measured
+            if reference / calls <= STALLED_REFERENCE * median]
+    return min(seconds / max(reference, 1e-9) for seconds, reference in kept)
 
 
 ATTEMPTS = 3  # measurements a speed check may take; the notebook's text and self-timing cells say so

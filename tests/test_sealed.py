@@ -866,3 +866,25 @@ def test_speed_check_stops_the_whole_worker_tree_except_for_the_timed_requests(s
         assert not any(freeze.is_stopped(pid) for pid in tree_pids(root)), "the tree was left stopped"
     finally:
         session.close()
+
+
+def test_a_stalled_reference_does_not_flatter_slow_code():
+    """Does a chunk whose reference stalled (the machine paused while it ran) leave the ratio of a
+    slow function as it is, while a fast function's best chunk still counts?"""
+    import time
+
+    calls = {"n": 0}
+
+    def stalling_reference(x):
+        calls["n"] += 1
+        if calls["n"] in (1, 2, 3):  # every timing of the first chunk stalls
+            time.sleep(0.05)
+        return x * 2.0
+
+    def slow(x):
+        time.sleep(0.005)
+        return x * 2.0
+
+    args = [(np.full(4, float(n)),) for n in range(10)]
+    ratio = speed_ratio(slow, stalling_reference, args, repeats=10)
+    assert calls["n"] >= 3 and ratio > 50, f"a stalled reference made slow code look {ratio:.2f}x"
