@@ -17,6 +17,7 @@ running cannot load the machine while the checker times the reference.
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -158,8 +159,7 @@ def best_ratio(measured: Sequence[tuple[float, float, int]]) -> float:
     out chunks whose reference took more than :data:`STALLED_REFERENCE` times the median reference
     time per call: the machine stalled while the reference ran (another process, a stop), and such
     a chunk would flatter slow code. The student's own slow chunks are left in (the min ignores them)."""
-    per_call = sorted(reference / calls for _, reference, calls in measured)
-    median = per_call[len(per_call) // 2] if len(per_call) % 2 else sum(per_call[len(per_call) // 2 - 1:][:2]) / 2
+    median = statistics.median(reference / calls for _, reference, calls in measured)
     kept = [(seconds, reference) for seconds, reference, calls in measured
             if reference / calls <= STALLED_REFERENCE * median]
     return min(seconds / max(reference, 1e-9) for seconds, reference in kept)
