@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from grading.allocator import keep_freed_memory
 from grading.checksums import Checksum, as_array, checksum, checksums_match
 from grading.sealed import freeze
 from grading.sealed.proxy import RemoteObject, bench_remote
@@ -123,6 +124,10 @@ def speed_ratio(student_fn: Callable[..., Any], reference_fn: Callable[..., Any]
     the timed windows). Pass the
     student callable itself (``emb.forward``), not a local wrapper around it, or every call pays a
     round trip.
+
+    Freed memory is kept for reuse in this process (:func:`grading.allocator.keep_freed_memory`,
+    as in the sealed worker), so the reference's results never pay for fresh pages that the
+    student's do not.
     """
     if repeats < 1:
         raise ValueError("repeats must be >= 1")
@@ -131,6 +136,7 @@ def speed_ratio(student_fn: Callable[..., Any], reference_fn: Callable[..., Any]
         raise ValueError(f"args_list needs at least repeats={repeats} distinct argument tuples, "
                          f"got {len(calls)}")
     _check_distinct(calls)
+    keep_freed_memory()  # results reuse freed memory here, as they do in the sealed worker
     sealed = isinstance(student_fn, RemoteObject)
     measured: list[tuple[float, float, int]] = []  # (student seconds, reference seconds, calls)
     with freeze.quiet():

@@ -33,7 +33,6 @@ any of it.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import sys
 import types
@@ -42,6 +41,7 @@ from typing import Any
 
 from grading.sealed import protocol
 from grading.checksums import call_and_checksum
+from grading.allocator import keep_freed_memory
 from grading.pdeathsig import die_with_parent
 
 #: ``-c`` program used to start the worker; argv: grading root, read fd, write fd.
@@ -49,10 +49,6 @@ BOOTSTRAP = (
     "import sys; sys.path.insert(0, sys.argv[1]); "
     "from grading.sealed.worker import main; main(int(sys.argv[2]), int(sys.argv[3]))"
 )
-
-
-M_TRIM_THRESHOLD = -1  # mallopt parameters (glibc malloc.h)
-M_MMAP_THRESHOLD = -3
 
 
 class HandleMarker:
@@ -205,25 +201,10 @@ def _silence_std_streams() -> None:
     os.close(devnull)
 
 
-def _keep_freed_memory() -> None:
-    """Let glibc reuse freed memory instead of returning it to the system after every request.
-
-    By default blocks of 128 KiB and more are mapped afresh for each allocation, so every array
-    the student code creates (and every checksum) pays for zeroed pages: at the sizes the timing
-    tests use that costs several times the arithmetic and would count against vectorised code.
-    """
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)
-        libc.mallopt(M_TRIM_THRESHOLD, 128 << 20)
-    except (OSError, AttributeError):
-        pass
-
-
 def main(rfd: int, wfd: int) -> None:
     """Entry point: serve requests until the checker closes the channel."""
     die_with_parent(os.getppid())  # the checker, or the sandbox's init
-    _keep_freed_memory()
+    keep_freed_memory()  # as the checker does while it times the reference
     for fd in (rfd, wfd):  # shell escapes (!cmd) must not inherit the channel
         os.set_inheritable(fd, False)
     sys.argv = ["sealed-worker"]
