@@ -17,8 +17,10 @@ The process joins its cgroup before it runs anything else: :meth:`TreeCgroup.joi
 (bubblewrap), so every process of the tree is born inside.  A :class:`CgroupGuard` ends the whole
 group once the kernel's OOM killer has struck in it (v1 kills one process only, which would leave
 the rest of a forking submission running), and :meth:`TreeCgroup.remove` kills whatever is left
-and removes the directory.  Cgroups are named ``nbgrader-<grader pid>-<random>``; those of a
-grader that died without removing them are removed by the next one once empty (:func:`sweep_stale`).
+and removes the directory.  Cgroups are named ``nbgrader-<pid namespace>-<grader pid>-<random>``
+(the hierarchy may be shared by containers with pid namespaces of their own); those of a grader
+of the same namespace that died without removing them are removed by the next one, which kills what is still
+inside first (:func:`sweep_stale`).
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ log = logging.getLogger(__name__)
 
 CGROUP_MOUNT = Path("/sys/fs/cgroup")
 NAME_PREFIX = "nbgrader-"
-_NAME = re.compile(rf"^{NAME_PREFIX}(\d+)-[0-9a-f]+$")
+_NAME = re.compile(rf"^{NAME_PREFIX}(\d+)-(\d+)-[0-9a-f]+$")  # pid namespace, grader pid, random
 KILL_ROUNDS = 200
 STALE_SECONDS = 60.0
 KILL_PAUSE_SECONDS = 0.01
@@ -161,9 +163,9 @@ class TreeCgroup:
     @classmethod
     def create(cls, root: CgroupRoot, memory_bytes: int | None, pids: int | None) -> TreeCgroup:
         """Make a fresh cgroup under ``root`` with these limits (``None``: that one unlimited)."""
-        name = f"{NAME_PREFIX}{os.getpid()}-{secrets.token_hex(6)}"
+        name = f"{NAME_PREFIX}{_pid_namespace()}-{os.getpid()}-{secrets.token_hex(6)}"
         for parent in root.parents:
-            sweep_stale(parent)
+            sweep_stale(parent, root.version)
         made = cls(root.version, tuple(parent / name for parent in root.parents))
         try:
             for path in made.dirs:
@@ -239,6 +241,9 @@ class TreeCgroup:
         self.read_oom_kills()
         self.read_pids_refused()
         self.kill()
+        self._remove_dirs()
+
+    def _remove_dirs(self) -> None:
         for path in self.dirs:
             for _ in range(KILL_ROUNDS):  # a killed process leaves the cgroup a moment after it dies
                 try:
@@ -252,18 +257,34 @@ class TreeCgroup:
                 log.error("cannot remove the cgroup %s", path)
 
 
-def sweep_stale(parent: Path, min_age_seconds: float = STALE_SECONDS) -> list[Path]:
-    """Remove the empty cgroups under ``parent`` left by graders that are gone (their pid is not
-    running and the cgroup is older than ``min_age_seconds``); cgroups holding processes are left."""
+def _pid_namespace() -> int:
+    """Inode of this process's pid namespace (0 if unknown): a grader pid in a cgroup's name means
+    something only in the namespace it was taken in."""
+    try:
+        return int(os.readlink("/proc/self/ns/pid").partition("[")[2].rstrip("]"))
+    except (OSError, ValueError):
+        return 0
+
+
+def sweep_stale(parent: Path, version: int, min_age_seconds: float = STALE_SECONDS) -> list[Path]:
+    """Remove the cgroups under ``parent`` (of cgroup ``version``) left by graders that are gone
+    (their pid is not running and the cgroup is older than ``min_age_seconds``), killing first
+    whatever is still inside: a grader killed by ``SIGKILL`` could not end its process trees."""
     removed = []
     with contextlib.suppress(OSError):
         for entry in parent.iterdir():
             match = _NAME.match(entry.name)
-            if match is None or Path(f"/proc/{match.group(1)}").exists():
-                continue
+            if match is None or int(match.group(1)) != _pid_namespace() or Path(f"/proc/{match.group(2)}").exists():
+                continue  # another machine's or container's pids, or its grader is running
             with contextlib.suppress(OSError):
-                if time.time() - entry.stat().st_mtime > min_age_seconds:
-                    entry.rmdir()  # refused while a process is inside
+                if time.time() - entry.stat().st_mtime <= min_age_seconds:
+                    continue
+                stale = TreeCgroup(version, (entry,))
+                if stale.pids():
+                    log.warning("killing processes %s left in %s by a grader that is gone", sorted(stale.pids()), entry)
+                stale.kill()
+                stale._remove_dirs()
+                if not entry.exists():
                     removed.append(entry)
     return removed
 

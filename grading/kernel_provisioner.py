@@ -26,7 +26,8 @@ The provisioner also bounds the kernel's whole process tree (:class:`grading.mem
 of ``c.SubmissionLimits``): with a cgroup, the launch command is prefixed so that the launcher joins
 its cgroup before it starts the sandbox, and the cgroup goes with the kernel in :meth:`cleanup`;
 otherwise a watchdog follows the launcher's tree.  :attr:`SealedProvisioner.tree` says afterwards
-whether the bound ended the kernel.
+whether the bound ended the kernel.  The launch command dies with the grading process
+(:func:`grading.pdeathsig.command_prefix`), and the sandbox with it.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from jupyter_client.provisioning import LocalProvisioner
 from traitlets import Float, Unicode
 
 from grading.memory_bound import SubmissionLimits, TreeBound
+from grading.pdeathsig import command_prefix
 from grading.sandbox import KERNEL_SOCKET_PREFIX, KernelSockets
 
 log = logging.getLogger(__name__)
@@ -172,7 +174,7 @@ class SealedProvisioner(LocalProvisioner):  # type: ignore[misc]
         if self.tree is not None:
             self.tree.close()
         self.tree = SubmissionLimits(parent=self).in_force().tree()
-        kwargs["cmd"] = [*self.tree.prefix(), *kwargs["cmd"]]
+        kwargs["cmd"] = [*command_prefix(), *self.tree.prefix(), *kwargs["cmd"]]
         return kwargs
 
     async def post_launch(self, **kwargs: Any) -> None:

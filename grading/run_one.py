@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from grading import sandbox, warm
+from grading.pdeathsig import command_prefix
 from grading.results import (EXCHANGE_FILES, CellRun, GradebookRecord, collect_result_files, find_tampering, join_notes, read_log,
                              read_record, graded_cell_runs)
 from grading.scratch import gradebook_url, nbgrader_command, nbgrader_env, scratch_args
@@ -89,12 +90,6 @@ class StudentResult:
     cell_runs: dict[str, CellRun] = field(default_factory=dict)  # test cell grade_id -> kernel run
 
 
-def die_with_parent() -> list[str]:
-    """A prefix that kills the command when the thread that started it dies (the batch was killed)."""
-    setpriv = shutil.which("setpriv")
-    return [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
-
-
 def run_bounded(cmd: Sequence[str], *, cwd: Path, env: dict[str, str], timeout: float, log: Path,
                 warm_start: bool = False) -> int | None:
     """Run a command with output to ``log``; kill its whole process group after ``timeout``.
@@ -111,7 +106,7 @@ def run_bounded(cmd: Sequence[str], *, cwd: Path, env: dict[str, str], timeout: 
                 out.write(f"fork server unavailable ({exc!r}); running the command as a new process\n".encode())
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            [*die_with_parent(), *cmd], cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            [*command_prefix(from_any_thread=True), *cmd], cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
         try:

@@ -9,6 +9,7 @@ back with ``nbgrader.api.Gradebook`` and compared, as are the result files.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -29,7 +30,7 @@ from grading.batch import grade_all
 from grading.memory_bound import DEFAULT_SUBMISSION_MEMORY_BYTES, SubmissionLimits
 from grading.run_one import Job, Status, StudentResult
 from support import PYTHON, REPO, bwrap_usable, pgserver
-from support.courses import nbgrader_meta, run_grade, write_course, write_dummy_class
+from support.courses import nbgrader_meta, run_grade, small_course, write_course, write_dummy_class
 
 CLASS = ("good", "dies", "cheater", "chatty")
 TIMESTAMP = "2026-11-30 12:34:56.000000 UTC"
@@ -291,6 +292,79 @@ def wait_for(condition, timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(0.2)
+
+
+# An answer that sleeps in the kernel or in the sealed worker only (the worker names itself in argv).
+SLEEPS_IN = """\
+import sys, time
+if (sys.argv == ["sealed-worker"]) == {sealed}:
+    time.sleep(600)
+
+def add(a, b):
+    return a + b
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.needs_bwrap
+@pytest.mark.parametrize("where", ["kernel", "sealed worker"])
+def test_a_killed_grading_command_leaves_no_student_process(tmp_path: Path, where: str) -> None:
+    """Does SIGKILL of the whole grading command, while a student's code runs in the sandboxed
+    kernel or sealed worker, end every process it started, the sandboxes included?"""
+    import psutil
+
+    course = small_course(tmp_path / "course")
+    nb = nbformat.read(course / "release" / "a1" / "nb.ipynb", as_version=4)
+    for cell in nb.cells:
+        if cell.metadata.get("nbgrader", {}).get("grade_id") == "answer":
+            cell.source = SLEEPS_IN.format(sealed=where == "sealed worker")
+    (tmp_path / "subs" / "sleeper" / "a1").mkdir(parents=True)
+    nbformat.write(nb, tmp_path / "subs" / "sleeper" / "a1" / "nb.ipynb")
+    marker = "ipykernel_launcher" if where == "kernel" else "grading.sealed.worker"
+    proc = subprocess.Popen([PYTHON, "-m", "grading.grade", "--course", str(course), "--assignment", "a1",
+                             str(tmp_path / "subs"), "--out", str(tmp_path / "out"), "--workers", "1"],
+                            cwd=REPO, env=grade.nbgrader_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def started() -> list[psutil.Process]:
+        with contextlib.suppress(psutil.Error):
+            return psutil.Process(proc.pid).children(recursive=True)
+        return []
+
+    def running(procs: list[psutil.Process]) -> list[psutil.Process]:
+        with_state = []
+        for p in procs:
+            with contextlib.suppress(psutil.Error):
+                if p.status() != psutil.STATUS_ZOMBIE:
+                    with_state.append(p)
+        return with_state
+
+    def cmdlines(procs: list[psutil.Process]) -> list[str]:
+        lines = []
+        for p in procs:
+            with contextlib.suppress(psutil.Error):
+                lines.append(" ".join(p.cmdline()))
+        return lines
+
+    procs: list[psutil.Process] = []
+    try:
+        wait_for(lambda: any(marker in line for line in cmdlines(started())), 300, f"the student's {where}")
+        time.sleep(1.0)
+        procs = started()
+        assert any("bwrap" in line for line in cmdlines(procs)), cmdlines(procs)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+        deadline = time.monotonic() + 10
+        while running(procs) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        left = running(procs)
+        assert not left, f"still running after the grading command was killed: {cmdlines(left)}"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=60)
+        for p in running(procs):  # what this test would otherwise leave behind
+            p.kill()
 
 
 @pytest.mark.slow

@@ -6,7 +6,9 @@ machine cannot provide are skipped."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -16,7 +18,7 @@ import nbformat
 import psutil
 import pytest
 
-from grading import grade, sandbox
+from grading import cgroup, grade, sandbox
 from grading.cgroup import NAME_PREFIX, find_root
 from grading.memory_bound import Mechanism, SubmissionLimits, TreeWatchdog, tree_rss
 from grading.sealed import VerdictStatus, run_sealed
@@ -183,6 +185,44 @@ def test_teardown_leaves_no_cgroup_and_no_process(tmp_path: Path):
         proc.wait(timeout=10)
     assert not any(d.exists() for d in tree.cgroup.dirs), f"cgroup left behind: {tree.cgroup.dirs}"
     assert not alive(inside), f"still running after teardown: {sorted(alive(inside))}"
+
+
+@needs_cgroup
+def test_a_cgroup_left_by_a_grader_that_is_gone_is_swept_with_its_processes():
+    """Does the next grader kill the processes in a cgroup left by a grader that died (SIGKILL:
+    no teardown) and remove the cgroup, while it leaves alone the cgroup of a running grader and
+    one named in another pid namespace (whose pids mean nothing here)?"""
+    root = find_root()
+    assert root is not None
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    namespace = cgroup._pid_namespace()
+    names = {"gone": f"{NAME_PREFIX}{namespace}-{gone.pid}-0a0a0a0a0a0a",
+             "running": f"{NAME_PREFIX}{namespace}-{os.getpid()}-0b0b0b0b0b0b",
+             "elsewhere": f"{NAME_PREFIX}{namespace + 1}-{gone.pid}-0c0c0c0c0c0c"}
+    groups = {key: cgroup.TreeCgroup(root.version, tuple(parent / name for parent in root.parents))
+              for key, name in names.items()}
+    sleepers: dict[str, subprocess.Popen] = {}
+    try:
+        for key, group in groups.items():
+            for path in group.dirs:
+                path.mkdir()
+            sleepers[key] = subprocess.Popen([*group.join_prefix(), "sleep", "600"])
+        deadline = time.monotonic() + 10
+        while not all(group.pids() for group in groups.values()) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert all(group.pids() for group in groups.values()), "a sleeper did not join its cgroup"
+        for parent in root.parents:
+            cgroup.sweep_stale(parent, root.version, min_age_seconds=0)
+        assert sleepers["gone"].wait(timeout=10) == -signal.SIGKILL
+        assert not any(path.exists() for path in groups["gone"].dirs), "the stale cgroup was left"
+        for key in ("running", "elsewhere"):
+            assert sleepers[key].poll() is None and all(path.is_dir() for path in groups[key].dirs), key
+    finally:
+        for group in groups.values():
+            group.remove()
+        for sleeper in sleepers.values():
+            sleeper.wait(timeout=10)
 
 
 @pytest.mark.slow

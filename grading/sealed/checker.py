@@ -38,6 +38,7 @@ import numpy as np
 
 from grading.hidden_region import DEFAULT_REGION, HiddenRegion
 from grading.memory_bound import MemoryBound, TreeBound, kill_tree
+from grading.pdeathsig import command_prefix
 from grading.sandbox import sandbox_env
 from grading.notebook import (cell_source, cells_with_role, execution_plan, student_code_cells, test_cells,
                               test_grade_id)
@@ -159,7 +160,7 @@ class WorkerSession:
         try:
             join = [] if self.tree is None else self.tree.prefix()  # its own cgroup, joined before the sandbox
             self.proc = subprocess.Popen(
-                [*join, *worker_command(self.prefix, self.python, c2w_r, w2c_w)],
+                [*command_prefix(), *join, *worker_command(self.prefix, self.python, c2w_r, w2c_w)],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._stderr,
                 pass_fds=(c2w_r, w2c_w), cwd=self.workdir, env=worker_env(self.workdir, Path(self._tmp.name)),
                 start_new_session=True)
