@@ -4,4 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"   # nbgrader shells out to alembic
-exec python -m pytest "$@"
+exec python -m pytest --durations=25 "$@"   # the 25 slowest tests, to keep CI well under its time
