@@ -27,10 +27,13 @@ pytestmark = [pytest.mark.nbsuite, pytest.mark.slow]
 NBGRADER_SKIPS = 2
 SUITE_TESTS = 42
 SUITE_TIMEOUT = 1500
-#: pytest processes for the suite. One: kernels started by two processes at once race for the same
-#: free TCP ports (nbgrader's issue #174), and a kernel that loses the race dies before replying to
-#: kernel_info, which failed test_force once in a clean-clone run with two side by side.
-SHARDS = 1
+#: pytest processes for the suite, side by side. Over TCP, kernels started by two processes at once
+#: race for the same free ports (nbgrader's issue #174): a kernel that lost the race died before
+#: replying to kernel_info (test_force failed once so). So the suite's kernels use ipc sockets in a
+#: directory of each shard's own (see INJECTED_CONFIG), outside the notebooks' folders, where the
+#: course's execution would remove them as files the notebook made.
+SHARDS = 2
+IPC_ENV = "NBSUITE_KERNEL_SOCKETS"
 
 INJECTED_CONFIG = '''\
 """The course's grading configuration, for nbgrader's own test suite (its course directory is the test's)."""
@@ -40,6 +43,10 @@ c = get_config()  # noqa: F821
 course = PyFileConfigLoader("nbgrader_config.py", path={repo!r}).load_config()
 course.pop("CourseDirectory", None)
 c.merge(course)
+# Not the course's: lets shards of the suite run side by side (tests/test_nbgrader_suite.py, SHARDS).
+import os
+c.KernelManager.transport = "ipc"
+c.KernelManager.ip = os.path.join(os.environ[{ipc_env!r}], "kernel")
 '''
 
 
@@ -52,13 +59,15 @@ def _run_shards(tmp_path: Path, shards: int) -> list[subprocess.CompletedProcess
     """Run the suite as ``shards`` pytest processes side by side (each test in exactly one)."""
     config_dir = tmp_path / "jupyter-config"
     config_dir.mkdir()
-    (config_dir / "nbgrader_config.py").write_text(INJECTED_CONFIG.format(repo=str(REPO)))
+    (config_dir / "nbgrader_config.py").write_text(INJECTED_CONFIG.format(repo=str(REPO), ipc_env=IPC_ENV))
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
     procs = []
     for k in range(shards):
         cwd = tmp_path / f"shard-{k}"
         cwd.mkdir()
-        env = {**os.environ, "JUPYTER_CONFIG_DIR": str(config_dir), SHARD_ENV: f"{k}/{shards}",
+        sockets = tmp_path / f"sockets-{k}"
+        sockets.mkdir()
+        env = {**os.environ, "JUPYTER_CONFIG_DIR": str(config_dir), SHARD_ENV: f"{k}/{shards}", IPC_ENV: str(sockets),
                "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), str(REPO)])}
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "pytest", "-c", str(tmp_path / "pytest.ini"), "--rootdir", str(cwd),
