@@ -22,7 +22,7 @@ from grading import cgroup, grade, sandbox
 from grading.cgroup import NAME_PREFIX, find_root
 from grading.memory_bound import Mechanism, SubmissionLimits, TreeWatchdog, tree_rss
 from grading.sealed import VerdictStatus, run_sealed
-from support import bwrap_usable
+from support import alive, bwrap_usable
 from support.courses import notebook_of, run_grade, small_course
 
 MiB = 1024**2
@@ -38,18 +38,6 @@ def our_cgroups() -> set[Path]:
     root = find_root()
     return set() if root is None else {p for parent in root.parents for p in parent.glob(f"{NAME_PREFIX}*")}
 
-
-def alive(pids: set[int]) -> set[int]:
-    """Those of ``pids`` still running (zombies count as gone)."""
-    running = set()
-    for pid in pids:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if state != "Z":
-            running.add(pid)
-    return running
 
 FORK_AND_ALLOCATE = """\
 import os

@@ -12,6 +12,7 @@ import time
 import pytest
 
 from grading.pdeathsig import command_prefix
+from support import REPO, alive
 
 pytestmark = pytest.mark.skipif(not command_prefix(), reason="setpriv is not installed")
 
@@ -27,16 +28,6 @@ print(child.pid, flush=True)
 time.sleep({pause})
 os._exit(0)
 """
-ROOT = str(__import__("pathlib").Path(__file__).resolve().parents[1])
-
-
-def running(pid: int) -> bool:
-    """Whether ``pid`` is a live process (a zombie counts as gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 def orphans(n: int, pause: float, use_prefix: bool = True) -> list[int]:
@@ -44,13 +35,13 @@ def orphans(n: int, pause: float, use_prefix: bool = True) -> list[int]:
     sleepers still running 5 s later (killed before returning)."""
     sleepers = []
     for _ in range(n):
-        out = subprocess.run([sys.executable, "-c", PARENT.format(root=ROOT, use_prefix=use_prefix, pause=pause)],
+        out = subprocess.run([sys.executable, "-c", PARENT.format(root=str(REPO), use_prefix=use_prefix, pause=pause)],
                              capture_output=True, text=True, timeout=60)
         sleepers.append(int(out.stdout.split()[0]))
     deadline = time.monotonic() + 5
-    while any(running(pid) for pid in sleepers) and time.monotonic() < deadline:
+    while alive(set(sleepers)) and time.monotonic() < deadline:
         time.sleep(0.05)
-    left = [pid for pid in sleepers if running(pid)]
+    left = sorted(alive(set(sleepers)))
     for pid in left:
         os.kill(pid, 9)
     return left

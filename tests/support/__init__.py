@@ -2,7 +2,7 @@
 
 pytest puts ``tests/`` on ``sys.path`` (``pythonpath`` in ``pyproject.toml``), so test modules
 import ``support`` and ``fixtures`` as packages. This module holds the course's paths, the
-environment helpers and the sandbox runner; its submodules hold the rest:
+environment helpers, the sandbox runner and :func:`alive` (which processes still run); its submodules hold the rest:
 
 - ``support.submissions``: submissions of the real notebook, built from the committed release
   (the reference answers, a blank release, cells replaced, the JSON tampered with);
@@ -76,3 +76,16 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def alive(pids: set[int]) -> set[int]:
+    """Those of ``pids`` still running (zombies count as gone)."""
+    running = set()
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state != "Z":
+            running.add(pid)
+    return running
