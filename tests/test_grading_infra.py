@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -302,6 +303,45 @@ def test_safe_execute_shuts_down_a_kernel_that_ignores_the_interrupt(
     assert nb.cells[1].outputs[-1].ename == "CellTimeoutError"
     assert nb.cells[3].outputs[0].ename == "KernelDied" and nb.cells[3].outputs[0].evalue.startswith("not run")
     assert pre.km is None  # shut down and cleaned up
+
+
+class BusyGraderExecute(TolerantExecute):
+    """TolerantExecute on a machine so busy that each output message takes 10 ms to handle."""
+
+    def output(self, outs, msg, display_id, cell_index):
+        time.sleep(0.01)
+        return super().output(outs, msg, display_id, cell_index)
+
+
+CHATTY = "for i in range(300):\n    print(i, flush=True)\nx = 'kept'"
+
+
+@pytest.mark.slow
+def test_output_still_arriving_after_a_cell_ends_is_waited_for(tmp_path: Path) -> None:
+    """A cell that ends at once but leaves 300 messages for a busy grader (3 s of work, more than
+    iopub_timeout): are all its lines kept, with no error, and does the next cell run in the same
+    kernel?"""
+    nb = new_notebook(cells=[new_code_cell(CHATTY), new_code_cell("print(x)")])
+    pre = BusyGraderExecute(timeout=30, iopub_timeout=1, kernel_name="python3")
+    nb, _ = pre.preprocess(nb, {"metadata": {"path": str(tmp_path)}})
+    first, second = nb.cells
+    assert not [o for o in first.outputs if o.output_type == "error"], first.outputs[-1:]
+    assert "".join(o.get("text", "") for o in first.outputs).split() == [str(i) for i in range(300)]
+    assert [o.get("text") for o in second.outputs] == ["kept\n"], second.outputs
+
+
+@pytest.mark.slow
+def test_output_that_never_finishes_arriving_stops_the_kernel(tmp_path: Path) -> None:
+    """Past output_timeout, is a cell whose output is still arriving failed with a message that
+    says so, the kernel shut down and every later cell marked as not run?"""
+    nb = new_notebook(cells=[new_code_cell(CHATTY), new_code_cell("print(x)")])
+    pre = BusyGraderExecute(timeout=30, iopub_timeout=1, output_timeout=1, kernel_name="python3")
+    nb, _ = pre.preprocess(nb, {"metadata": {"path": str(tmp_path)}})
+    first, second = nb.cells
+    assert first.outputs[-1].ename == "CellTimeoutError", first.outputs[-1:]
+    assert "output was still arriving" in first.outputs[-1].evalue
+    assert second.outputs[0].ename == "KernelDied" and "output" in second.outputs[0].evalue
+    assert pre.km is None
 
 
 @pytest.mark.slow

@@ -32,6 +32,14 @@ KERNEL_STOPPED = (
 )
 NOT_RUN = "not run: the kernel died in an earlier cell"
 NOT_RUN_STOPPED = "not run: the kernel was shut down in an earlier cell (it did not respond to the interrupt)"
+NOT_RUN_STALLED = "not run: the kernel was shut down in an earlier cell (its output did not finish arriving)"
+
+
+def output_stalled(seconds: int) -> str:
+    """Error message of a cell whose output was still arriving ``seconds`` after it ended."""
+    return f"the cell ended but its output was still arriving {seconds} s later; the kernel was shut down"
+
+
 SKIPPED = "Not run while grading: this read-only cell earns no points (run the notebook yourself to see it).\n"
 
 
@@ -48,6 +56,12 @@ class TolerantExecute(Execute):
       ``CellTimeoutError`` when no output arrives after the interrupt, the
       kernel is shut down (killed), that cell gets an error output and every
       later code cell a "not run" one.
+    * A cell that has ended may leave output still on its way (megabytes of it
+      take seconds to handle on a busy machine).  nbclient waits only
+      ``iopub_timeout`` for it; here that short wait is kept for a cell
+      interrupted at its time limit (where it detects the ignored interrupt),
+      and a cell that ended by itself gets ``output_timeout``.  Output still
+      arriving after that stops the kernel as above, with a message that says so.
     * Outputs are counted while they arrive: past ``max_output_chars`` text
       characters (or ``max_image_chars`` of images) per cell, further output
       is dropped and one "output truncated" note is added.  Error outputs
@@ -65,6 +79,8 @@ class TolerantExecute(Execute):
     max_image_chars = char_limit(DEFAULT_MAX_IMAGE_CHARS, "Characters of image data kept per cell while executing.")
 
     _dead_at: int | None = None
+    _interrupted = False
+    _iopub_after_interrupt = 4
     _not_run_message = NOT_RUN
     _text_used = 0
     _image_used = 0
@@ -89,6 +105,13 @@ class TolerantExecute(Execute):
         "that take seconds and earn no points). Test, answer and student cells are always run.",
     ).tag(config=True)
 
+    output_timeout = Integer(
+        60,
+        help="Seconds to wait, once a cell has ended by itself, for the rest of its output (iopub_timeout "
+        "stays the wait after the interrupt at the time limit). Past it the kernel is shut down and later "
+        "cells are not run.",
+    ).tag(config=True)
+
     hide_notebooks = Bool(
         True, help="Move the notebooks out of the kernel's working directory while it runs."
     ).tag(config=True)
@@ -103,10 +126,12 @@ class TolerantExecute(Execute):
             self.log.info("Kernel: %s", SubmissionLimits(config=self.config).in_force().describe())
             limits = kernel_limit_arguments(memory_bytes=self.memory_bytes, nproc=self.nproc)
             self.extra_arguments = [*self.extra_arguments, *(a for a in limits if a not in self.extra_arguments)]
+        self._iopub_after_interrupt = self.iopub_timeout
         try:
             with notebooks_hidden(workdir if self.hide_notebooks else None):
                 return super().preprocess(nb, resources, km)
         finally:
+            self.iopub_timeout = self._iopub_after_interrupt
             if workdir is not None:
                 for path in remove_special_files(workdir):
                     self.log.warning("Removed %s created by the notebook (not a regular file)", path)
@@ -127,6 +152,9 @@ class TolerantExecute(Execute):
             cell.outputs = [NotebookNode(output_type="stream", name="stdout", text=SKIPPED)]
             cell.execution_count = None
             return cell, self.resources
+        # nbclient reads iopub_timeout after the reply; _async_handle_timeout shortens it on an interrupt.
+        self._interrupted = False
+        self.iopub_timeout = max(self.output_timeout, self._iopub_after_interrupt)
         try:
             return super().preprocess_cell(cell, resources, index)
         except DeadKernelError:
@@ -139,15 +167,27 @@ class TolerantExecute(Execute):
             cell.outputs.append(error_output("DeadKernelError", tree.describe() if ended else KERNEL_DIED))
             return cell, self.resources
         except CellTimeoutError:
-            # nbclient interrupted the kernel at the time limit and then got no output within
-            # iopub_timeout: the kernel ignores the interrupt and is as good as dead.
-            self.log.error("Cell %d still ran after the interrupt; the kernel is shut down and later cells "
-                           "are marked as not run", index)
+            # The cell's output did not finish arriving: after the interrupt at the time limit the
+            # kernel ignores it; otherwise the output took longer than output_timeout. Either way
+            # nbclient's reader of that output is still running, so the kernel must go.
+            if self._interrupted:
+                self.log.error("Cell %d still ran after the interrupt; the kernel is shut down and later "
+                               "cells are marked as not run", index)
+                message, self._not_run_message = KERNEL_STOPPED, NOT_RUN_STOPPED
+            else:
+                self.log.error("The output of cell %d was still arriving %d s after it ended; the kernel is "
+                               "shut down and later cells are marked as not run", index, self.output_timeout)
+                message, self._not_run_message = output_stalled(self.output_timeout), NOT_RUN_STALLED
             self._dead_at = index
-            self._not_run_message = NOT_RUN_STOPPED
             self._stop_kernel()
-            cell.outputs.append(error_output("CellTimeoutError", KERNEL_STOPPED))
+            cell.outputs.append(error_output("CellTimeoutError", message))
             return cell, self.resources
+
+    async def _async_handle_timeout(self, timeout: int, cell: NotebookNode | None = None) -> dict[str, Any] | None:
+        """nbclient's handling of the time limit, after which only ``iopub_timeout`` is waited for output."""
+        self._interrupted = True
+        self.iopub_timeout = self._iopub_after_interrupt
+        return await super()._async_handle_timeout(timeout, cell)
 
     def _stop_kernel(self) -> None:
         """Kill the kernel now (no polite shutdown request: it would not be answered)."""
