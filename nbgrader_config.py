@@ -75,6 +75,10 @@ c.TolerantExecute.skip_cells = [
 # The same limits of the sandboxed kernel that runs the notebook (python3-sealed), per process:
 # c.TolerantExecute.memory_bytes = 4 * 1024**3
 # c.TolerantExecute.nproc = 512
+# Seconds a cell that has ended may take to deliver the rest of its output (megabytes of prints on a
+# busy machine) before its kernel is shut down; nbclient's iopub_timeout (4 s) stays the wait after
+# the interrupt at a cell's time limit:
+# c.TolerantExecute.output_timeout = 60
 # A submission's processes together (kernel or sealed worker, children included): memory in bytes and
 # processes plus threads (the kernel runs about ten threads, NumPy's BLAS one per core). 'auto' gives
 # each process tree a cgroup with these limits where the machine lets the grader make one (cgroup v2
