@@ -2,7 +2,9 @@
 
 Every attack in ``fixtures/adversarial.py`` is graded in one of three batch runs that run side by
 side (module scope), each batch with a reference submission as a control. Short timeouts keep the
-runaway fixtures short: 10 s per cell in the kernel, 5 s per test cell in the sealed re-check.
+runaway fixtures short: 10 s per cell in the kernel, 5 s per test cell in the sealed re-check; a
+2 GiB address space per process (the default is 4 GiB) halves what the memory hog writes before it
+is stopped.
 
 Every attack proves that it actually ran (a stale attack would otherwise pass by doing nothing):
 a marker its own code prints in the kernel once its exploit is in place, a probe that passes in a
@@ -40,6 +42,8 @@ pytestmark = pytest.mark.slow
 CONFIG = """\
 c.Execute.timeout = 10
 c.SealedVerdict.cell_timeout = 5
+c.TolerantExecute.memory_bytes = 2 * 1024**3
+c.SealedVerdict.memory_bytes = 2 * 1024**3
 """
 SUBMISSION_TIMEOUT = 150      # seconds per submission before grading gives up on it
 MAX_NOTEBOOK_BYTES = 2 * 1024**2
