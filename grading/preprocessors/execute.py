@@ -175,9 +175,10 @@ class TolerantExecute(Execute):
                                "cells are marked as not run", index)
                 message, self._not_run_message = KERNEL_STOPPED, NOT_RUN_STOPPED
             else:
+                waited = self.iopub_timeout
                 self.log.error("The output of cell %d was still arriving %d s after it ended; the kernel is "
-                               "shut down and later cells are marked as not run", index, self.output_timeout)
-                message, self._not_run_message = output_stalled(self.output_timeout), NOT_RUN_STALLED
+                               "shut down and later cells are marked as not run", index, waited)
+                message, self._not_run_message = output_stalled(waited), NOT_RUN_STALLED
             self._dead_at = index
             self._stop_kernel()
             cell.outputs.append(error_output("CellTimeoutError", message))
