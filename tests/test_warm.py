@@ -16,6 +16,7 @@ import pytest
 
 from grading import warm
 from grading.run_one import run_bounded
+from support import alive
 
 pytestmark = pytest.mark.skipif(not warm.available(), reason="no fork server on this platform")
 
@@ -82,7 +83,7 @@ def test_a_timeout_kills_everything_the_command_started(tmp_path: Path) -> None:
     assert took < 60, f"expected the kill soon after 3 s, took {took:.1f} s"
     child = int(pid_file.read_text())
     deadline = time.monotonic() + 10
-    while psutil.pid_exists(child) and psutil.Process(child).status() != psutil.STATUS_ZOMBIE:
+    while alive({child}):
         assert time.monotonic() < deadline, f"the command's child {child} outlived the timeout"
         time.sleep(0.1)
     assert "killed after 3 s" in (tmp_path / "t.log").read_text()
@@ -185,7 +186,7 @@ def test_a_warm_call_that_dies_or_overruns_is_reported_and_leaves_nothing_runnin
     assert time.monotonic() - start < 60, "the overrun was not stopped soon after 3 s"
     child = int(pid_file.read_text())
     deadline = time.monotonic() + 10
-    while psutil.pid_exists(child) and psutil.Process(child).status() != psutil.STATUS_ZOMBIE:
+    while alive({child}):
         assert time.monotonic() < deadline, f"the call's child {child} outlived the timeout"
         time.sleep(0.1)
 
