@@ -27,6 +27,7 @@ import grading.preprocessors as preprocessors
 from grading import grade, sandbox
 from grading.kernel_provisioner import SealedProvisioner
 from grading.preprocessors import (
+    LOST_OUTPUT,
     LimitOutputChars,
     OverwriteCellsAnywhere,
     TolerantExecute,
@@ -342,6 +343,43 @@ def test_output_that_never_finishes_arriving_stops_the_kernel(tmp_path: Path) ->
     assert "output was still arriving 1 s later" in first.outputs[-1].evalue
     assert second.outputs[0].ename == "KernelDied" and "output" in second.outputs[0].evalue
     assert pre.km is None
+
+
+class PausedGraderExecute(TolerantExecute):
+    """TolerantExecute on a machine where the grader stalls for 3 s at a cell's third output
+    message, while the kernel keeps writing: more messages than ZeroMQ's queues hold (1,000 a
+    socket), so the kernel drops some, its final "idle" status among them."""
+
+    def output(self, outs, msg, display_id, cell_index):
+        if len(outs) == 2:
+            time.sleep(3)
+        return super().output(outs, msg, display_id, cell_index)
+
+
+FLOOD_THEN_FAIL = "for i in range(3000):\n    print(i, flush=True)\nx = 'kept'\nraise ValueError('after the flood')"
+
+
+@pytest.mark.slow
+@pytest.mark.needs_bwrap
+def test_a_cell_whose_idle_status_was_dropped_ends_when_the_kernel_is_idle(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cell floods a stalled grader with 3,000 messages, so ZeroMQ drops some, the status that
+    ends the cell included: does the cell end anyway, with its error (read from the kernel's reply
+    when the error output was dropped) and a note that output was lost, and does the next cell run
+    in the same kernel?"""
+    sandbox.write_sealed_kernelspec(tmp_path / "jupyter")
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    work = tmp_path / "work"
+    work.mkdir()
+    nb = new_notebook(cells=[new_code_cell(FLOOD_THEN_FAIL), new_code_cell("print(x)")])
+    pre = PausedGraderExecute(timeout=30, iopub_timeout=1, output_timeout=20, kernel_name="python3-sealed")
+    nb, _ = pre.preprocess(nb, {"metadata": {"path": str(work)}})
+    first, second = nb.cells
+    errors = [o for o in first.outputs if o.output_type == "error"]
+    assert [(o.ename, o.evalue) for o in errors] == [("ValueError", "after the flood")], errors
+    texts = "".join(o.get("text", "") for o in first.outputs)
+    assert LOST_OUTPUT in texts, first.outputs[-3:]
+    assert [o.get("text") for o in second.outputs] == ["kept\n"], second.outputs
 
 
 @pytest.mark.slow

@@ -35,6 +35,7 @@ from grading.preprocessors.check_sealed_tests import CheckSealedTests, SealedIdi
 from grading.preprocessors.execute import (
     KERNEL_DIED,
     KERNEL_STOPPED,
+    LOST_OUTPUT,
     NOT_RUN,
     NOT_RUN_STOPPED,
     SafeExecute,
@@ -54,6 +55,7 @@ __all__ = [
     "FULL_TEST_SOURCES",
     "KERNEL_DIED",
     "KERNEL_STOPPED",
+    "LOST_OUTPUT",
     "NOT_RUN",
     "NOT_RUN_STOPPED",
     "LimitOutputChars",

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from queue import Empty
 from typing import Any
 
 from jupyter_core.utils import ensure_async, run_sync
-from nbclient.exceptions import CellTimeoutError, DeadKernelError
+from nbclient.exceptions import CellExecutionComplete, CellTimeoutError, DeadKernelError
 from nbformat.notebooknode import NotebookNode
 from nbgrader.preprocessors import Execute
 from traitlets import Bool, Integer, List, Unicode
@@ -40,6 +41,11 @@ def output_stalled(seconds: int) -> str:
     return f"the cell ended but its output was still arriving {seconds} s later; the kernel was shut down"
 
 
+LOST_OUTPUT = (
+    "[some of this cell's output was lost on its way: it was written faster than the grader could read "
+    "it, so it may be incomplete]"
+)
+
 SKIPPED = "Not run while grading: this read-only cell earns no points (run the notebook yourself to see it).\n"
 
 
@@ -62,6 +68,14 @@ class TolerantExecute(Execute):
       interrupted at its time limit (where it detects the ignored interrupt),
       and a cell that ended by itself gets ``output_timeout``.  Output still
       arriving after that stops the kernel as above, with a message that says so.
+    * ZeroMQ drops the messages a slow reader has no room for (1,000 queued per
+      socket), and the status that ends a cell may be among them.  After
+      ``_probe_after`` seconds without a message a ``kernel_info`` request is
+      sent: the kernel answers one shell request at a time, so the idle status
+      of that request proves the cell is over and nothing more of it is coming.
+      The cell then ends with a note that output was lost (nbgrader's
+      ``Execute`` adds an error output that was lost from the kernel's reply,
+      so a failing cell still fails).
     * Outputs are counted while they arrive: past ``max_output_chars`` text
       characters (or ``max_image_chars`` of images) per cell, further output
       is dropped and one "output truncated" note is added.  Error outputs
@@ -81,6 +95,7 @@ class TolerantExecute(Execute):
     _dead_at: int | None = None
     _interrupted = False
     _iopub_after_interrupt = 4
+    _probe_after = 2
     _not_run_message = NOT_RUN
     _text_used = 0
     _image_used = 0
@@ -190,6 +205,28 @@ class TolerantExecute(Execute):
         self.iopub_timeout = self._iopub_after_interrupt
         return await super()._async_handle_timeout(timeout, cell)
 
+    async def _async_poll_output_msg(self, parent_msg_id: str, cell: NotebookNode, cell_index: int) -> None:
+        """nbclient's reader of a cell's output, which also ends when the kernel is idle after the cell."""
+        assert self.kc is not None
+        probe_id: str | None = None
+        while True:
+            try:
+                msg = await ensure_async(self.kc.iopub_channel.get_msg(timeout=self._probe_after))
+            except Empty:
+                if probe_id is None:
+                    probe_id = self.kc.kernel_info()
+                continue
+            parent = msg["parent_header"].get("msg_id")
+            if parent == parent_msg_id:
+                try:
+                    self.process_message(msg, cell, cell_index)
+                except CellExecutionComplete:
+                    return
+            elif parent is not None and parent == probe_id and _is_idle(msg):
+                self.log.warning("Messages of cell %d were lost on their way; the cell is over", cell_index)
+                cell.outputs.append(truncation_note("stdout", self.max_output_chars, LOST_OUTPUT + "\n"))
+                return
+
     def _stop_kernel(self) -> None:
         """Kill the kernel now (no polite shutdown request: it would not be answered)."""
         if getattr(self, "km", None) is None:
@@ -255,6 +292,10 @@ class TolerantExecute(Execute):
             return
         self._noted.add(name)
         outs.append(truncation_note(name, self.max_output_chars))
+
+
+def _is_idle(msg: dict[str, Any]) -> bool:
+    return msg.get("msg_type") == "status" and msg.get("content", {}).get("execution_state") == "idle"
 
 
 class SafeExecute(TolerantExecute):
