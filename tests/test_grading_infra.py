@@ -346,17 +346,24 @@ def test_output_that_never_finishes_arriving_stops_the_kernel(tmp_path: Path) ->
 
 
 class PausedGraderExecute(TolerantExecute):
-    """TolerantExecute on a machine where the grader stalls for 3 s at a cell's third output
-    message, while the kernel keeps writing: more messages than ZeroMQ's queues hold (1,000 a
+    """TolerantExecute on a machine where the grader stalls at a cell's third output message until
+    the kernel has written all of its output (the cell then creates ``flood-done`` in its working
+    directory), and one second more: 3,000 messages, more than ZeroMQ's queues hold (1,000 a
     socket), so the kernel drops some, its final "idle" status among them."""
+
+    done_file: Path
 
     def output(self, outs, msg, display_id, cell_index):
         if len(outs) == 2:
-            time.sleep(3)
+            deadline = time.monotonic() + 30
+            while not self.done_file.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(1)
         return super().output(outs, msg, display_id, cell_index)
 
 
-FLOOD_THEN_FAIL = "for i in range(3000):\n    print(i, flush=True)\nx = 'kept'\nraise ValueError('after the flood')"
+FLOOD_THEN_FAIL = ("for i in range(3000):\n    print(i, flush=True)\nx = 'kept'\nopen('flood-done', 'w').close()\n"
+                   "raise ValueError('after the flood')")
 
 
 @pytest.mark.slow
@@ -373,6 +380,7 @@ def test_a_cell_whose_idle_status_was_dropped_ends_when_the_kernel_is_idle(
     work.mkdir()
     nb = new_notebook(cells=[new_code_cell(FLOOD_THEN_FAIL), new_code_cell("print(x)")])
     pre = PausedGraderExecute(timeout=30, iopub_timeout=1, output_timeout=20, kernel_name="python3-sealed")
+    pre.done_file = work / "flood-done"
     nb, _ = pre.preprocess(nb, {"metadata": {"path": str(work)}})
     first, second = nb.cells
     errors = [o for o in first.outputs if o.output_type == "error"]
