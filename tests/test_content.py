@@ -198,6 +198,29 @@ def test_visible_speed_checks_use_the_hidden_tests_limits(test_cell, check_cell,
     assert f"{hidden[0]}x" in text, f"{text_cell} does not state the limit {hidden[0]}x of {test_cell}"
 
 
+SPEED_SIZES = [  # (hidden speed test, how it sets V and D, how it draws ids: their count in group 1)
+    ("test_embedding_forward_vectorised", r"V, D = (\d+), (\d+)\n", r"rng\.integers\(0, V, (\d+)\)"),
+    ("test_embedding_backward_vectorised", r"V, D, N = (\d+), (\d+), \d+\n", r"V, D, N = \d+, \d+, (\d+)\n"),
+]
+
+
+@pytest.mark.parametrize("test_cell, sets_vd, draws_ids", SPEED_SIZES, ids=["forward", "backward"])
+def test_the_text_and_the_visible_check_state_the_hidden_speed_tests_sizes(test_cell, sets_vd, draws_ids):
+    """Do Part 1's text and the time-yourself cell use the ids count, V and D of each hidden speed test?"""
+    import re
+
+    cells = read(SOURCE_NB).cells
+    hidden = next(c.source for c in cells if grade_id(c) == test_cell)
+    (vocab, dim), = re.findall(sets_vd, hidden)
+    (count,) = re.findall(draws_ids, hidden)
+    text = " ".join(next(c.source for c in cells if c.id == "part1-intro").split())
+    stated = rf"{int(count):,} ids,? \(?V = {int(vocab):,}, D = {dim}\b"
+    assert re.search(stated, text), f"part1-intro does not state {int(count):,} ids, V = {int(vocab):,}, D = {dim}"
+    visible = next(c.source for c in cells if grade_id(c) == "speed_check_embedding")
+    assert f"Embedding({vocab}, {dim}, seed=0)" in visible, f"speed_check_embedding does not build Embedding({vocab}, {dim})"
+    assert f"integers(0, {vocab}, {count})" in visible, f"speed_check_embedding does not draw {count} ids below {vocab}"
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float16])
 def test_forward_returns_float32_whatever_the_table_dtype(ref, dtype):
     """Does forward keep its float32 contract after a caller replaces the table with another dtype?"""
