@@ -153,10 +153,14 @@ def test_cache_resident_lookups_beat_the_dram_plateau(profiled):
 
 @pytest.mark.perf
 def test_patterns_show_locality_and_the_re_timing_trap(profiled):
-    """Are sorted ids faster than random ones, and re-timed ids faster than fresh random ones?"""
+    """Are sorted ids faster than random ones, and re-timed ids faster than fresh random ones?
+
+    Sorted ids over the 512 MiB table still land in different pages (4,096 of them, about 128 KiB
+    apart), so their gain is the smaller one: 1.26x to 2.51x over random ids in 13 quiet runs on
+    2 cores, 1.38x under the load of the whole suite; re-timed ids 3.3x to 6.1x."""
     ns, _ = profiled
     rates = {name: s.median for name, s in ns["pattern_spread"].items()}
-    assert rates["sorted"] > 1.5 * rates["random"], rates
+    assert rates["sorted"] > 1.15 * rates["random"], rates
     assert rates["random, same ids re-timed"] > 1.5 * rates["random"], rates
     assert rates["repeated"] > rates["random"], rates
 
