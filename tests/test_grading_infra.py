@@ -368,16 +368,12 @@ FLOOD_THEN_FAIL = ("for i in range(3000):\n    print(i, flush=True)\nx = 'kept'\
 
 @pytest.mark.slow
 @pytest.mark.needs_bwrap
-def test_a_cell_whose_idle_status_was_dropped_ends_when_the_kernel_is_idle(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_cell_whose_idle_status_was_dropped_ends_when_the_kernel_is_idle(sealed_kernel: Path) -> None:
     """A cell floods a stalled grader with 3,000 messages, so ZeroMQ drops some, the status that
     ends the cell included: does the cell end anyway, with its error (read from the kernel's reply
     when the error output was dropped) and a note that output was lost, and does the next cell run
     in the same kernel?"""
-    sandbox.write_sealed_kernelspec(tmp_path / "jupyter")
-    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
-    work = tmp_path / "work"
-    work.mkdir()
+    work = sealed_kernel
     nb = new_notebook(cells=[new_code_cell(FLOOD_THEN_FAIL), new_code_cell("print(x)")])
     pre = PausedGraderExecute(timeout=30, iopub_timeout=1, output_timeout=20, kernel_name="python3-sealed")
     pre.done_file = work / "flood-done"
@@ -392,19 +388,15 @@ def test_a_cell_whose_idle_status_was_dropped_ends_when_the_kernel_is_idle(
 
 @pytest.mark.slow
 @pytest.mark.needs_bwrap
-def test_kernel_limits_come_from_the_configuration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_kernel_limits_come_from_the_configuration(sealed_kernel: Path) -> None:
     """Do TolerantExecute.memory_bytes and .nproc set the sandboxed kernel's address-space and
     process limits, with nothing else passed on to ipykernel?"""
-    sandbox.write_sealed_kernelspec(tmp_path / "jupyter")
-    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
-    work = tmp_path / "work"
-    work.mkdir()
     nb = new_notebook(cells=[new_code_cell(
         "import resource, sys\n"
         "print(resource.getrlimit(resource.RLIMIT_AS)[0], resource.getrlimit(resource.RLIMIT_NPROC)[0],\n"
         "      any(a.startswith('--sandbox') for a in sys.argv))")])
     pre = TolerantExecute(timeout=30, kernel_name="python3-sealed", memory_bytes=3 * 1024**3, nproc=77)
-    nb, _ = pre.preprocess(nb, {"metadata": {"path": str(work)}})
+    nb, _ = pre.preprocess(nb, {"metadata": {"path": str(sealed_kernel)}})
     assert nb.cells[0].outputs[0].text.split() == [str(3 * 1024**3), "77", "False"], nb.cells[0].outputs
 
 
